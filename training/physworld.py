@@ -254,19 +254,19 @@ def render(pos: Tensor, radius: Tensor, present: Tensor, cfg: WorldConfig) -> Te
     a fully visible disc is its centre up to the pixel grid)."""
     B, T, K, _ = pos.shape
     assert radius.shape == (B, K) and present.shape == (B, K), "radius / present must be [B, K]"
-    S = cfg.size
-    coords = torch.arange(S, dtype=torch.float32)
+    S, dev = cfg.size, pos.device
+    coords = torch.arange(S, dtype=torch.float32, device=dev)
     dxs = coords.view(1, 1, 1, 1, S) - pos[..., 0].float().permute(0, 2, 1)[..., None, None]  # [B, K, T, 1, W]
     dys = coords.view(1, 1, 1, S, 1) - pos[..., 1].float().permute(0, 2, 1)[..., None, None]  # [B, K, T, H, 1]
     dist = torch.sqrt(dxs**2 + dys**2)
     alpha = (radius.float()[:, :, None, None, None] + 0.5 - dist).clamp(0, 1) * present.float()[:, :, None, None, None]
-    bg = torch.tensor(cfg.background).view(1, 3, 1, 1, 1)
+    bg = torch.tensor(cfg.background, device=dev).view(1, 3, 1, 1, 1)
     img = bg.expand(B, 3, T, S, S).clone()
     for k in range(K):
-        col = torch.tensor(cfg.ball_colours[k]).view(1, 3, 1, 1, 1)
+        col = torch.tensor(cfg.ball_colours[k], device=dev).view(1, 3, 1, 1, 1)
         img = img + alpha[:, k:k + 1] * (col - bg)
     img = img.clamp(0, 1)
-    img[..., S - cfg.floor_rows:, :] = torch.tensor(cfg.floor_colour).view(1, 3, 1, 1, 1)
+    img[..., S - cfg.floor_rows:, :] = torch.tensor(cfg.floor_colour, device=dev).view(1, 3, 1, 1, 1)
     return img * 2 - 1
 
 
@@ -275,8 +275,8 @@ def unmix(video: Tensor, cfg: WorldConfig) -> Tensor:
     basis {ball colours, floor colour} - background; floor rows are zeroed."""
     assert video.ndim == 5 and video.shape[1] == 3, f"video must be [B, 3, T, H, W], got {tuple(video.shape)}"
     img = (video.float() + 1) / 2
-    bg = torch.tensor(cfg.background)
-    basis = torch.stack([torch.tensor(c) - bg for c in (*cfg.ball_colours, cfg.floor_colour)], 1)  # [3, K + 1]
+    bg = torch.tensor(cfg.background, device=video.device)
+    basis = torch.stack([torch.tensor(c, device=video.device) - bg for c in (*cfg.ball_colours, cfg.floor_colour)], 1)
     pinv = torch.linalg.pinv(basis)  # [K + 1, 3]
     a = torch.einsum("kc,bcthw->bkthw", pinv, img - bg.view(1, 3, 1, 1, 1))[:, :len(cfg.ball_colours)]
     a = a.clone()
@@ -291,8 +291,9 @@ def _seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
-def make_clips(scenario: str, n: int, *, seed: int, split: str = "id", cfg: WorldConfig | None = None) -> Clips:
-    """`n` clips of one scenario and split, fixed by (seed, scenario, split)."""
+def sample_world(scenario: str, n: int, *, seed: int, split: str = "id", cfg: WorldConfig | None = None) -> dict:
+    """The ground truth of `n` clips of one scenario and split, fixed by (seed, scenario, split), without video:
+    {"pos", "vel", "radius", "mass", "present", "speed", "gravity", "event"} as float / bool tensors."""
     cfg = cfg or WorldConfig()
     if scenario not in TRAJECTORIES:
         raise ValueError(f"unknown scenario {scenario!r}; valid: {SCENARIOS}")
@@ -311,11 +312,26 @@ def make_clips(scenario: str, n: int, *, seed: int, split: str = "id", cfg: Worl
         radius[i, :nb], mass[i, :nb], present[i, :nb] = tr["radius"], tr["mass"], True
         for k in extra:
             extra[k][i] = tr[k]
-    pos_t, rad_t, pres_t = torch.from_numpy(pos).float(), torch.from_numpy(radius).float(), torch.from_numpy(present)
-    labels = multi_hot(SCENARIO_LABELS[scenario]).expand(n, -1).clone()
-    return Clips(render(pos_t, rad_t, pres_t, cfg), pos_t, torch.from_numpy(vel).float(), rad_t,
-                 torch.from_numpy(mass).float(), pres_t, labels, [scenario] * n,
-                 {k: torch.from_numpy(v).float() for k, v in extra.items()})
+    out = {"pos": pos, "vel": vel, "radius": radius, "mass": mass, **extra}
+    out = {k: torch.from_numpy(v).float() for k, v in out.items()}
+    out["present"] = torch.from_numpy(present)
+    return out
+
+
+def clips_from_world(world: dict, scenario: str | list[str], cfg: WorldConfig) -> Clips:
+    """Render ground truth (as from `sample_world`, on any device) into a `Clips` batch."""
+    n = world["pos"].shape[0]
+    names = [scenario] * n if isinstance(scenario, str) else list(scenario)
+    labels = torch.stack([multi_hot(SCENARIO_LABELS[s]) for s in names]).to(world["pos"].device)
+    return Clips(render(world["pos"], world["radius"], world["present"], cfg), world["pos"], world["vel"],
+                 world["radius"], world["mass"], world["present"], labels, names,
+                 {k: world[k] for k in ("speed", "gravity", "event")})
+
+
+def make_clips(scenario: str, n: int, *, seed: int, split: str = "id", cfg: WorldConfig | None = None) -> Clips:
+    """`n` rendered clips of one scenario and split, fixed by (seed, scenario, split)."""
+    cfg = cfg or WorldConfig()
+    return clips_from_world(sample_world(scenario, n, seed=seed, split=split, cfg=cfg), scenario, cfg)
 
 
 def make_mixed(scenarios: tuple[str, ...] | list[str], n: int, *, seed: int, split: str = "id",
@@ -348,7 +364,7 @@ def detect(video: Tensor, cfg: WorldConfig, *, mode: str = "blob", threshold: fl
     from scipy import ndimage
 
     assert mode in ("frame", "blob"), f"mode is 'frame' or 'blob', got {mode!r}"
-    alpha = unmix(video, cfg)  # [B, K, T, H, W]
+    alpha = unmix(video.detach().float().cpu(), cfg)  # [B, K, T, H, W]
     mask = (alpha > threshold).numpy()
     B, K, T, H, W = mask.shape
     planes = mask.reshape(-1, H, W)
