@@ -44,11 +44,15 @@ def _read_header(path: Path) -> tuple[dict, dict[str, tuple[str, list[int]]]]:
     with open(path, "rb") as fh:
         head = fh.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if n <= 1 or n > min(size - 8, 100 * 2**20):
-            raise ValueError(f"{path}: not a safetensors file (bad header length). PILA adapters are "
+        first = fh.read(1)
+        if n <= 1 or n > 100 * 2**20 or first != b"{":
+            raise ValueError(f"{path}: not a safetensors file (no safetensors header). PILA adapters are "
                              ".safetensors files written by pila.save_adapter; pickled .pt/.ckpt files are not loaded.")
+        if 8 + n > size:
+            raise ValueError(f"{path}: the file is truncated ({size} bytes, its header alone needs {8 + n}). "
+                             "It was probably cut off while copying or downloading; copy it again.")
         try:
-            header = json.loads(fh.read(n))
+            header = json.loads(first + fh.read(n - 1))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: not a safetensors file (unreadable header: {e}).") from None
     if not isinstance(header, dict):
@@ -72,7 +76,8 @@ def _check_meta(path: Path, meta: dict, tensors: dict) -> PILAConfig:
     if fmt != FORMAT:
         keys = ", ".join(list(tensors)[:3])
         raise ValueError(
-            f"{path}: not a PILA adapter (metadata format is {fmt!r}, expected {FORMAT!r}); it holds "
+            f"{path}: not a PILA adapter ({'no format in its metadata' if fmt is None else f'metadata format {fmt!r}'}"
+            f", expected {FORMAT!r}); it holds "
             f"{len(tensors)} tensors such as {keys}. It looks like another model file (e.g. a Wan checkpoint or "
             "a LoRA): load it with its own loader, and pick a file written by pila.save_adapter here.")
     version = meta.get("format_version")
