@@ -104,7 +104,7 @@ def bounded_gradient(f: Tensor, *, mask: Mask = None, factor: float = 3.0) -> Te
     The median is taken over the pixels where M > 0 and detached; numerator and denominator are masked means,
     so the prior is scale-free: a spike costs the same at any amplitude, a smooth field costs 0."""
     _check(f)
-    g = fd.grad_norm(f)
+    g = fd.grad_norm(f, eps=TINY)  # a tiny floor keeps the ratio scale-free down to small amplitudes
     m = valid_mask(g, mask, time=0)
     med = torch.nanmedian(torch.where(m > 0, g, torch.nan).detach().flatten(1), dim=1).values
     med = torch.nan_to_num(med, nan=0.0)
