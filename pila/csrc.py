@@ -80,42 +80,45 @@ Term = Callable[[dict[str, Tensor], CSRCConstants, "Tensor | None"], Tensor]
 TERMS: dict[str, tuple[tuple[str, ...], Term]] = {
     # Rigid Body
     "rigid_kinematic": (("d", "u"), lambda f, c, m: R.rigid_kinematic(f["d"], f["u"], mask=m)),
-    "rigid_strain": (("eps",), lambda f, c, m: R.strain_norm(f["eps"], mask=m)),
-    "rigid_stress_closure": (("sigma", "eps"), lambda f, c, m: R.stress_closure(f["sigma"], f["eps"], mask=m)),
-    "rigid_strain_rate": (("u",), lambda f, c, m: R.strain_rate_norm(f["u"], mask=m)),
+    "rigid_strain": (("eps",), lambda f, c, m: R.rigid_strain(f["eps"], mask=m)),
+    "rigid_stress_closure": (("sigma", "eps"), lambda f, c, m: R.rigid_stress_closure(f["sigma"], f["eps"], mask=m)),
+    "rigid_strain_rate": (("u",), lambda f, c, m: R.rigid_strain_rate(f["u"], mask=m)),
     # Elastic
     "elastic_wave_d": (("d",), lambda f, c, m: R.elastic_wave_d(f["d"], c=c.c_E, mask=m)),
     "elastic_wave_u": (("u",), lambda f, c, m: R.elastic_wave_u(f["u"], c=c.c_E, mask=m)),
     "elastic_kinematic": (("eps", "d"), lambda f, c, m: R.elastic_kinematic(f["eps"], f["d"], mask=m)),
-    "elastic_stress_closure": (("sigma", "eps"), lambda f, c, m: R.stress_closure(f["sigma"], f["eps"], mask=m)),
+    "elastic_stress_closure": (("sigma", "eps"),
+                               lambda f, c, m: R.elastic_stress_closure(f["sigma"], f["eps"], mask=m)),
     # Fluid
-    "fluid_continuity": (("rho", "u"), lambda f, c, m: R.continuity(f["rho"], f["u"], mask=m)),
+    "fluid_continuity": (("rho", "u"), lambda f, c, m: R.fluid_continuity(f["rho"], f["u"], mask=m)),
     "fluid_momentum": (("rho", "u", "p"), lambda f, c, m: R.fluid_momentum(f["rho"], f["u"], f["p"], nu=c.nu, mask=m)),
-    "fluid_pressure_bound": (("p",), lambda f, c, m: R.pressure_bound(f["p"], mask=m)),
-    "fluid_density_prior": (("rho",), lambda f, c, m: R.density_prior(f["rho"], mask=m)),
+    "fluid_pressure_bound": (("p",), lambda f, c, m: R.fluid_pressure_bound(f["p"], mask=m)),
+    "fluid_density_prior": (("rho",), lambda f, c, m: R.fluid_density_prior(f["rho"], mask=m)),
     # Compressible Flow
-    "compressible_continuity": (("rho", "u"), lambda f, c, m: R.continuity(f["rho"], f["u"], mask=m)),
-    "compressible_acoustic": (("u", "p"), lambda f, c, m: R.acoustic(f["u"], f["p"], kappa=c.kappa, mask=m)),
-    "compressible_eos_closure": (("p", "rho"), lambda f, c, m: R.eos_closure(f["p"], f["rho"], mask=m)),
-    "compressible_expansion_smooth": (("u",), lambda f, c, m: R.expansion_smoothness(f["u"], mask=m)),
+    "compressible_continuity": (("rho", "u"), lambda f, c, m: R.compressible_continuity(f["rho"], f["u"], mask=m)),
+    "compressible_acoustic": (("u", "p"),
+                              lambda f, c, m: R.compressible_acoustic(f["u"], f["p"], kappa=c.kappa, mask=m)),
+    "compressible_eos_closure": (("p", "rho"), lambda f, c, m: R.compressible_eos_closure(f["p"], f["rho"], mask=m)),
+    "compressible_expansion_smooth": (("u",), lambda f, c, m: R.compressible_expansion_smooth(f["u"], mask=m)),
     # Phase Change
-    "phase_front_advection": (("alpha", "u"), lambda f, c, m: R.front_advection(f["alpha"], f["u"], mask=m)),
+    "phase_front_advection": (("alpha", "u"), lambda f, c, m: R.phase_front_advection(f["alpha"], f["u"], mask=m)),
     "phase_energy": (("T", "u", "alpha"),
                      lambda f, c, m: R.phase_energy(f["T"], f["u"], f["alpha"], a=c.a_P, L=c.L, mask=m)),
     "phase_density_closure": (("rho", "alpha"), lambda f, c, m: R.phase_density_closure(f["rho"], f["alpha"], mask=m)),
-    "phase_smooth": (("alpha",), lambda f, c, m: R.phase_smoothness(f["alpha"], mask=m)),
+    "phase_smooth": (("alpha",), lambda f, c, m: R.phase_smooth(f["alpha"], mask=m)),
     # Collision
-    "collision_kinematic": (("d", "u"), lambda f, c, m: R.rigid_kinematic(f["d"], f["u"], mask=m)),
-    "collision_impulse_closure": (("j", "u"), lambda f, c, m: R.impulse_closure(f["j"], f["u"], mask=m)),
-    "collision_compression_closure": (("j", "d"), lambda f, c, m: R.compression_closure(f["j"], f["d"], mask=m)),
-    "collision_impulse_smooth": (("j",), lambda f, c, m: R.impulse_smoothness(f["j"], mask=m)),
+    "collision_kinematic": (("d", "u"), lambda f, c, m: R.collision_kinematic(f["d"], f["u"], mask=m)),
+    "collision_impulse_closure": (("j", "u"), lambda f, c, m: R.collision_impulse_closure(f["j"], f["u"], mask=m)),
+    "collision_compression_closure": (("j", "d"),
+                                      lambda f, c, m: R.collision_compression_closure(f["j"], f["d"], mask=m)),
+    "collision_impulse_smooth": (("j",), lambda f, c, m: R.collision_impulse_smooth(f["j"], mask=m)),
     # Thermal
-    "thermal_transport": (("T", "u"), lambda f, c, m: R.heat_transport(f["T"], f["u"], a=c.a_T, mask=m)),
-    "thermal_bound": (("T",), lambda f, c, m: R.temperature_bound(f["T"], mask=m)),
+    "thermal_transport": (("T", "u"), lambda f, c, m: R.thermal_transport(f["T"], f["u"], a=c.a_T, mask=m)),
+    "thermal_bound": (("T",), lambda f, c, m: R.thermal_bound(f["T"], mask=m)),
     # Optical
     "optical_wave": (("psi",), lambda f, c, m: R.optical_wave(f["psi"], c=c.c_O, mask=m)),
     "optical_support": (("psi", "alpha"), lambda f, c, m: R.optical_support(f["psi"], f["alpha"], mask=m)),
-    "optical_smooth": (("alpha",), lambda f, c, m: R.phase_smoothness(f["alpha"], mask=m)),
+    "optical_smooth": (("alpha",), lambda f, c, m: R.optical_smooth(f["alpha"], mask=m)),
 }
 
 CATEGORY_TERMS: dict[str, tuple[str, ...]] = {

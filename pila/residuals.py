@@ -313,3 +313,24 @@ def optical_support(psi: Tensor, alpha: Tensor, *, mask: Mask = None) -> Tensor:
     _check(psi, 1, "psi"), _check(alpha, 1, "alpha")
     r = psi * (1 - alpha.detach().clamp(0, 1))
     return masked_sq(r, valid_mask(psi, mask, time=0))
+
+
+# ----------------------------------------------------------------------------------------------- the 29 terms by name
+# SPEC section 5's table, one name per term (shared relations are the same function under each category's name)
+rigid_strain = strain_norm
+rigid_stress_closure = stress_closure
+rigid_strain_rate = strain_rate_norm
+elastic_stress_closure = stress_closure
+fluid_pressure_bound = pressure_bound
+fluid_density_prior = density_prior
+compressible_acoustic = acoustic
+compressible_eos_closure = eos_closure
+compressible_expansion_smooth = expansion_smoothness
+phase_front_advection = front_advection
+phase_smooth = phase_smoothness
+collision_impulse_closure = impulse_closure
+collision_compression_closure = compression_closure
+collision_impulse_smooth = impulse_smoothness
+thermal_transport = heat_transport
+thermal_bound = temperature_bound
+optical_smooth = phase_smoothness

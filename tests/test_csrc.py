@@ -37,7 +37,8 @@ def test_constants_init_bounds_and_gradients():
     with torch.no_grad():
         for p in c.parameters():
             p.fill_(-1e4)
-    assert all(math.isclose(c.as_dict()[n], lo, rel_tol=1e-6, abs_tol=1e-9) for n, (lo, hi, _) in CSRCConstants.BOUNDS.items())
+    assert all(math.isclose(c.as_dict()[n], lo, rel_tol=1e-6, abs_tol=1e-9)
+               for n, (lo, hi, _) in CSRCConstants.BOUNDS.items())
 
 
 def test_constants_custom_init_and_errors():

@@ -105,7 +105,8 @@ def test_matches_analytic_and_converges_second_order(op):
 
 def test_polynomials_are_exact_up_to_their_order_including_borders():
     T, H, W = 5, 6, 7
-    t, y, x = torch.meshgrid(torch.arange(T, dtype=D), torch.arange(H, dtype=D), torch.arange(W, dtype=D), indexing="ij")
+    t, y, x = torch.meshgrid(torch.arange(T, dtype=D), torch.arange(H, dtype=D), torch.arange(W, dtype=D),
+                             indexing="ij")
     t, y, x = t[None, None], y[None, None], x[None, None]
     q = 0.5 * x**2 - 1.5 * x * y + 2 * y**2 + 0.7 * t**2 - t * x + 3  # quadratic: first derivatives exact
     assert torch.allclose(fd.dx(q), x - 1.5 * y - t)

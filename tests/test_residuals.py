@@ -299,6 +299,16 @@ def measure(name: str, case) -> tuple[float, float]:
 def test_every_term_has_a_case():
     assert set(CASES) == set(TERMS) and len(CASES) == 29
     assert [t for ts in CATEGORY_TERMS.values() for t in ts] == list(CASES)
+    assert all(callable(getattr(R, n, None)) for n in TERMS)  # every term is a named function in pila.residuals
+
+
+def test_reference_helpers_match_pila_afe():
+    """The test's AFE integral and Hooke closure are the ones pila.afe uses (SPEC section 3)."""
+    afe = pytest.importorskip("pila.afe")
+    u = rigid_motion().float() + 0.1 * torch.randn(1, 2, T_, H_, W_)
+    assert torch.allclose(afe.integrate_displacement(u), afe_displacement(u), atol=1e-5)
+    eps, p = fd.sym_grad(u), torch.randn(1, 1, T_, H_, W_)
+    assert torch.allclose(afe.stress_closure(p, eps), hooke(eps, p), atol=1e-6)
 
 
 def _check(name, good, bad):
