@@ -184,7 +184,7 @@ def routed_csrc_loss(views: dict[int, tuple[Tensor, dict[str, Tensor]]], weights
 
     views: {expert k: (LongTensor sample indices that selected k, readout fields of B + dB_k for them)};
     weights: `[B, 8]` dense router weights (0 where unselected); labels: `[B, 8]` multi-hot;
-    mask: physical mask `[B, 1, T, H, W]` or None.
+    mask: physical mask `[B or 1, 1, T, H, W]` or None.
     Per sample: sum over experts both selected and labelled of their category loss, weighted by the router
     weights renormalised over that set (gradients reach the router); averaged over samples that have at least
     one such expert. Returns (scalar fp32 loss, {"csrc/<category>": mean loss, "csrc/<term>": mean term} detached).
@@ -206,7 +206,9 @@ def routed_csrc_loss(views: dict[int, tuple[Tensor, dict[str, Tensor]]], weights
             continue
         sel = idx[keep]
         sub = {n: f[keep.to(f.device)] for n, f in fields.items()}
-        m = None if mask is None else mask[sel.to(mask.device)]
+        m = None if mask is None or mask.shape[0] == 1 else mask[sel.to(mask.device)]  # [1, ...] broadcasts
+        if mask is not None and mask.shape[0] == 1:
+            m = mask
         terms = category_terms(k, sub, consts=consts, mask=m)
         loss_k = torch.stack(list(terms.values())).sum(0).to(losses.device)
         losses = losses.index_put((sel, torch.full_like(sel, k)), loss_k)

@@ -266,3 +266,12 @@ def test_short_clips_and_tiny_frames_do_not_crash(shape):
     assert torch.isfinite(loss)
     loss.backward()
     assert torch.isfinite(w.grad).all()
+
+
+def test_a_shared_mask_broadcasts_over_the_batch():
+    weights, labels, sel = routing()
+    views, c = make_views(sel), CSRCConstants()
+    one = torch.rand(1, 1, *SHAPE, generator=torch.Generator().manual_seed(6))
+    a, _ = routed_csrc_loss(views, weights, labels, consts=c, mask=one)
+    b, _ = routed_csrc_loss(views, weights, labels, consts=c, mask=one.expand(4, -1, -1, -1, -1))
+    assert torch.allclose(a, b, rtol=1e-6)
