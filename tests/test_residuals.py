@@ -327,6 +327,14 @@ def test_term_near_zero_on_reference_and_larger_when_perturbed(name):
     _check(name, good, bad)
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_term_with_a_soft_physical_mask(name):
+    """The same check under a random physical mask in [0.08, 1] (the bootstrap mask's range, SPEC section 7)."""
+    consts, good, bad, _ = CASES[name]
+    mask = 0.08 + 0.92 * torch.rand(1, 1, T_, H_, W_, generator=torch.Generator().manual_seed(7))
+    _check(name, evaluate(name, consts, good(), mask), evaluate(name, consts, bad(), mask))
+
+
 @pytest.mark.parametrize("key", list(EXTRA))
 def test_extra_reference_fields(key):
     good, bad = measure(key[0], EXTRA[key])
