@@ -36,7 +36,7 @@ def route(logits: Tensor, labels: Tensor | None = None, *, top_k: int = 4, prior
     assert logits.ndim == 2 and logits.shape[1] == NUM_CATEGORIES, f"logits must be [B, 8], got {tuple(logits.shape)}"
     assert temperature > 0, f"temperature must be > 0, got {temperature}"
     assert top_k >= 0, f"top_k must be >= 0, got {top_k}"
-    B = logits.shape[0]
+    B, exclude = logits.shape[0], tuple(exclude)
     lp = logits.float()
     if labels is not None:
         assert labels.shape == lp.shape, f"labels must be [B, 8] like the logits, got {tuple(labels.shape)}"
