@@ -1,0 +1,76 @@
+"""PILA Physics Label Parser: prompt -> the 8 category labels and a physics-oriented description (SPEC section 9)."""
+from __future__ import annotations
+
+from comfy_api.latest import io, ui
+
+from pila import CATEGORIES
+
+from .common import CATEGORY, Labels, LabelsType
+
+OVERRIDE = ["auto", "on", "off"]
+
+
+def override_id(category: str) -> str:
+    return category.lower().replace(" ", "_")
+
+
+def parser_names() -> list[str]:
+    try:
+        import pila.labels as pl
+    except ImportError:
+        return ["default"]
+    names = list(getattr(pl, "PARSERS", None) or ["default"])
+    return names if "default" in names else ["default", *names]
+
+
+def apply_overrides(names: list[str], confidences: dict, overrides: dict[str, str]) -> tuple[list[str], dict]:
+    """auto keeps the parser's decision, on/off force a category (confidence 1 / 0)."""
+    chosen, conf = set(names), dict(confidences)
+    for c in CATEGORIES:
+        mode = overrides.get(override_id(c), "auto")
+        if mode == "on":
+            chosen.add(c)
+            conf[c] = 1.0
+        elif mode == "off":
+            chosen.discard(c)
+            conf[c] = 0.0
+    return [c for c in CATEGORIES if c in chosen], conf
+
+
+class PILAPhysicsLabelParser(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PILAPhysicsLabelParser",
+            display_name="PILA Physics Label Parser",
+            category=CATEGORY,
+            description="Maps a prompt to PILA's 8 physics categories and writes a physics-oriented description "
+                        "(encode it with the UMT5 text encoder and feed it to the correction's 'physics' input).",
+            inputs=[
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="The video prompt to analyse (the same text as the positive prompt)."),
+                io.Combo.Input("parser", options=parser_names(), default="default",
+                               tooltip="default: offline rules, no download. Others: see the PILA README."),
+                *[io.Combo.Input(override_id(c), options=OVERRIDE, default="auto",
+                                 tooltip=f"{c}: auto = the parser decides, on/off = force this expert's label.")
+                  for c in CATEGORIES],
+            ],
+            outputs=[
+                LabelsType.Output(display_name="labels", tooltip="The active categories with confidences."),
+                io.String.Output(display_name="description", tooltip="Physics-oriented description of the prompt."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, prompt: str, parser: str = "default", **overrides) -> io.NodeOutput:
+        try:
+            from pila.labels import parse
+        except ImportError as e:  # pragma: no cover - depends on the installed PILA
+            raise RuntimeError(f"PILA's label parser (pila.labels) is not available: {e}. Update the PILA pack.") from e
+        r = parse(prompt, parser=parser)
+        names, conf = apply_overrides(list(r.labels), dict(r.confidences), overrides)
+        labels = Labels(names, {k: float(v) for k, v in conf.items()}, r.description)
+        forced = [f"{c}={overrides[override_id(c)]}" for c in CATEGORIES if overrides.get(override_id(c), "auto") != "auto"]
+        shown = ", ".join(f"{c} ({conf.get(c, 1.0):.2f})" for c in names) or "none (the router still picks top-k)"
+        text = f"labels: {shown}\n" + (f"overrides: {', '.join(forced)}\n" if forced else "") + f"description: {r.description}"
+        return io.NodeOutput(labels, r.description, ui=ui.PreviewText(text))

@@ -1,0 +1,74 @@
+"""Test-only ComfyUI nodes, copied into the test server's custom_nodes (never shipped with the pack).
+
+PILATestConditioning: a seeded random [1, 512, 4096] CONDITIONING (no UMT5 needed).
+PILATestCallCounter: an APPLY_MODEL wrapper from another "pack" that logs every model call's sigma.
+PILATestCallLog: shows that log (ui text) after sampling.
+"""
+import json
+
+import torch
+
+import comfy.patcher_extension
+
+LOGS = {}
+
+
+class PILATestConditioning:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "tokens": ("INT", {"default": 12, "min": 1, "max": 512})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "PILA/test"
+
+    def make(self, seed, tokens):
+        g = torch.Generator().manual_seed(seed)
+        states = torch.zeros(1, 512, 4096)
+        states[:, :tokens] = torch.randn(1, tokens, 4096, generator=g)
+        return ([[states, {}]],)
+
+
+class PILATestCallCounter:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "name": ("STRING", {"default": "counter"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "PILA/test"
+
+    def patch(self, model, name):
+        log = LOGS.setdefault(name, [])
+        log.clear()
+
+        def wrapper(executor, x, t, *args, **kwargs):
+            log.append([float(s) for s in t.flatten()])
+            return executor(x, t, *args, **kwargs)
+
+        m = model.clone()
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "pila_test.counter", wrapper)
+        return (m,)
+
+
+class PILATestCallLog:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "name": ("STRING", {"default": "counter"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "show"
+    OUTPUT_NODE = True
+    CATEGORY = "PILA/test"
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def show(self, samples, name):
+        return {"ui": {"text": [json.dumps(LOGS.get(name, []))]}}
+
+
+NODE_CLASS_MAPPINGS = {"PILATestConditioning": PILATestConditioning, "PILATestCallCounter": PILATestCallCounter,
+                       "PILATestCallLog": PILATestCallLog}

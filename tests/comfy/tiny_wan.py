@@ -1,0 +1,51 @@
+"""Writes a tiny random Wan checkpoint with the original Wan key names (run inside a ComfyUI checkout).
+
+    python tests/comfy/tiny_wan.py OUT.safetensors --comfyui ~/ComfyUI [--dim 256 --layers 2 --channels 16]
+
+Uses ComfyUI's own WanModel class so that the keys are exactly what its model detection expects. A separate
+process: importing ComfyUI into the pytest process would shadow this repository's `nodes` package.
+"""
+import argparse
+import os
+import sys
+
+p = argparse.ArgumentParser()
+p.add_argument("out")
+p.add_argument("--comfyui", required=True)
+p.add_argument("--dim", type=int, default=256)
+p.add_argument("--layers", type=int, default=2)
+p.add_argument("--channels", type=int, default=16)
+p.add_argument("--seed", type=int, default=0)
+a = p.parse_args()
+
+repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, repo)
+from pila.compat import ensure_torchvision_importable  # noqa: E402
+
+ensure_torchvision_importable()
+sys.path.insert(0, os.path.abspath(os.path.expanduser(a.comfyui)))
+os.chdir(os.path.abspath(os.path.expanduser(a.comfyui)))
+import torch  # noqa: E402
+
+import comfy.cli_args  # noqa: E402
+
+if torch.version.cuda is None:
+    comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
+from safetensors.torch import save_file  # noqa: E402
+
+import comfy.ops  # noqa: E402
+from comfy.ldm.wan.model import WanModel  # noqa: E402
+
+torch.manual_seed(a.seed)
+m = WanModel(model_type="t2v", in_dim=a.channels, out_dim=a.channels, dim=a.dim, ffn_dim=2 * a.dim,
+             num_heads=a.dim // 128, num_layers=a.layers, operations=comfy.ops.disable_weight_init)
+sd = {}
+for k, t in m.state_dict().items():
+    if k.endswith("norm_q.weight") or k.endswith("norm_k.weight") or ".norm3.weight" in k:
+        sd[k] = torch.ones(t.shape)
+    elif t.ndim >= 2 or k.endswith("modulation"):
+        sd[k] = torch.randn(t.shape) * 0.02
+    else:
+        sd[k] = torch.zeros(t.shape)
+save_file({k: v.to(torch.float16).contiguous() for k, v in sd.items()}, a.out)
+print(f"wrote {a.out}: {len(sd)} tensors, {sum(v.numel() for v in sd.values()) / 1e6:.2f} M params")
