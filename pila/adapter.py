@@ -110,6 +110,19 @@ class PILAAdapter(nn.Module):
                 prior_strength: float | None = None, temperature: float | None = None,
                 exclude: Iterable[str | int] = (), active_phase: int = ALL_PHASES, return_aux: bool = False,
                 compute_residuals: bool = False, physical_mask: Tensor | None = None) -> Tensor | PILAOutput:
+        """One correction (SPEC sections 1, 3, 4, 6).
+
+        x_t, v: `[B, C, T, H, W]` noisy latent and the frozen backbone's velocity; sigma: float or `[B]`
+        (1 = pure noise). text_states: `[B or 1, L, text_dim]` physics-description states (pooled here over
+        rows with norm > 1e-6 and text_mask), already pooled `[B or 1, text_dim]`, or None (zeros).
+        labels: `[B, 8]` or `[8]` multi-hot categories, or None (zeros). top_k / prior_strength / temperature
+        override the config for this call (top_k = 0: no experts, B' = B); exclude: category names or
+        indices never selected; active_phase: staged recovery 0..4 (inference: 4).
+
+        Returns dv `[B, C, T, H, W]` (NaN-scrubbed, clamped to +-dv_clamp, not gated; see apply_correction),
+        or a PILAOutput with the intermediate tensors when return_aux or compute_residuals is set;
+        compute_residuals fills `losses` with the routed CSRC loss (Eq. 7) on physical_mask
+        (`[B, 1, T, H, W]`, None = ones)."""
         cfg = self.config
         B = x_t.shape[0]
         x0_hat, h, s_emb, scaffold = self.features(x_t, sigma, v)
@@ -118,7 +131,7 @@ class PILAAdapter(nn.Module):
         pooled = pool_text(text_states, text_mask, batch=B, dim=cfg.text_dim).to(x_t.device)
         if pooled.shape[0] == 1 and B > 1:  # one physics description for every row (CFG cond + uncond)
             pooled = pooled.expand(B, -1)
-        y = torch.zeros(B, cfg.num_categories, device=x_t.device) if labels is None else labels.float()
+        y = torch.zeros(B, cfg.num_categories, device=x_t.device) if labels is None else labels.to(x_t.device).float()
         if y.ndim == 1:
             y = y[None].expand(B, -1)
         assert y.shape == (B, cfg.num_categories), f"labels must be [B, {cfg.num_categories}], got {tuple(y.shape)}"
@@ -157,7 +170,8 @@ class PILAAdapter(nn.Module):
         """Routed CSRC loss (Eq. 7) over the selected experts' views; "csrc" plus per-category entries."""
         if routed_csrc_loss is None:
             raise RuntimeError("pila.csrc is not available; CSRC residual losses cannot be computed")
-        fviews = {k: (idx, self.expert_fields(view)) for k, (idx, view) in views.items()}
+        labelled = labels > 0.5  # experts no sample both selected and labelled contribute nothing (Eq. 7)
+        fviews = {k: (idx, self.expert_fields(view)) for k, (idx, view) in views.items() if labelled[idx, k].any()}
         mask = None if physical_mask is None else physical_mask.float()
         total, parts = routed_csrc_loss(fviews, weights.float(), labels.float(), consts=self.csrc, mask=mask)
         return {"csrc": total, **parts}
