@@ -1,0 +1,75 @@
+"""Physics label parsing (SPEC section 9, paper Appendix A.2): prompt -> active categories of SPEC section 4,
+a confidence per category and a short physics-oriented description.
+
+    from pila.labels import parse
+    r = parse("a kettle starts to whistle and a white plume rises")
+    r.labels, r.confidences, r.description, r.multi_hot()
+
+`parser="default"` is the offline lexicon + rules parser (no network, no download, deterministic);
+`parser="llm", model_dir=DIR` runs a local instruction LLM through transformers with the paper's two-step
+prompting and falls back to the default parser (with a logged reason) when its output is not valid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..taxonomy import CATEGORIES, multi_hot
+
+PARSERS = ("default", "llm")
+
+
+@dataclass
+class ParseResult:
+    labels: list[str]                      # active categories, canonical CATEGORIES order
+    confidences: dict[str, float]          # all 8 categories, in [0, 1]
+    description: str                       # short physics-oriented description
+    source: str = "default"                # "default", "llm" or "llm->default fallback: <reason>"
+    extras: dict = field(default_factory=dict)
+
+    def multi_hot(self, **kw):
+        """`[8]` float tensor y (pila.taxonomy.multi_hot)."""
+        return multi_hot(self.labels, **kw)
+
+    def to_dict(self) -> dict:
+        return {"labels": list(self.labels), "confidences": dict(self.confidences),
+                "description": self.description, "source": self.source}
+
+
+class DefaultParser:
+    """Lexicon + rules; see pila/labels/rules.py."""
+    name = "default"
+
+    def __call__(self, prompt: str) -> ParseResult:
+        from .rules import score_prompt
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        conf, description, _ = score_prompt(prompt)
+        labels = [c for c in CATEGORIES if conf[c] >= 0.5]
+        return ParseResult(labels=labels, confidences=conf, description=description, source="default")
+
+
+_CACHE: dict = {}
+
+
+def get_parser(parser: str = "default", *, model_dir: str | None = None, **kw):
+    """A callable prompt -> ParseResult. LLM parsers are cached per model directory (loading is slow)."""
+    if parser == "default":
+        return _CACHE.setdefault("default", DefaultParser())
+    if parser == "llm":
+        if not model_dir:
+            raise ValueError("parser='llm' needs model_dir=<local directory of a causal LM and its tokenizer>; "
+                             "nothing is downloaded. Use parser='default' to run without a model.")
+        from .llm import LLMParser
+        key = ("llm", str(model_dir), tuple(sorted(kw.items())))
+        if key not in _CACHE:
+            _CACHE[key] = LLMParser(model_dir, **kw)
+        return _CACHE[key]
+    raise ValueError(f"unknown parser {parser!r}; choose one of {', '.join(PARSERS)}")
+
+
+def parse(prompt: str, parser: str = "default", *, model_dir: str | None = None, **kw) -> ParseResult:
+    """Parse one prompt into physics labels (see the module docstring)."""
+    return get_parser(parser, model_dir=model_dir, **kw)(prompt)
+
+
+__all__ = ["ParseResult", "DefaultParser", "get_parser", "parse", "PARSERS"]
