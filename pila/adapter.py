@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .afe import AFE
-from .bank import ALL_PHASES, BANK_CHANNELS, active_slots, readout, slot_mask
+from .bank import ALL_PHASES, active_slots, readout, slot_mask
 from .condition import ConditionEncoder, pool_text
 from .config import PILAConfig
 from .decoder import FlowDecoder
@@ -153,10 +153,11 @@ class PILAAdapter(nn.Module):
         losses: dict[str, Tensor] = {}
         if compute_residuals:
             losses = self.residual_losses(ex.views, routing.weights, y, physical_mask)
+        change = ex.change if ex.change is not None else bank.new_zeros(B, cfg.num_categories, *bank.shape[2:])
         return PILAOutput(
             dv=dv, h=h, c=c, scaffold=scaffold, bank=bank, refined=ex.refined, u=fields["u"],
             logits=routing.logits, weights=routing.weights, selected=routing.selected,
-            expert_change=ex.change if ex.change is not None else bank.new_zeros(B, cfg.num_categories, *bank.shape[2:]),
+            expert_change=change,
             fields=fields, x0_hat=x0_hat, losses=losses)
 
     def expert_fields(self, view: Tensor) -> dict[str, Tensor]:

@@ -65,7 +65,8 @@ class UHead(nn.Module):
 
     def forward(self, bank: Tensor) -> Tensor:
         """Reads the u slot of any bank-layout tensor (scaffold, AFE bank, refined bank, expert view)."""
-        assert bank.ndim == 5 and bank.shape[1] == BANK_CHANNELS, f"need a [B, 32, T, H, W] bank, got {tuple(bank.shape)}"
+        assert bank.ndim == 5 and bank.shape[1] == BANK_CHANNELS, \
+            f"need a [B, 32, T, H, W] bank, got {tuple(bank.shape)}"
         return self.net(bank[:, SLOT_SLICES["u"]])
 
 
@@ -90,7 +91,8 @@ class AFE(nn.Module):
             "psi": PointMLP(H + 1, 1, half),  # [h, alpha]
         })
 
-    def forward(self, h: Tensor, scaffold: Tensor, *, active_phase: int = ALL_PHASES) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, h: Tensor, scaffold: Tensor, *,
+                active_phase: int = ALL_PHASES) -> tuple[Tensor, dict[str, Tensor]]:
         assert h.shape[0] == scaffold.shape[0] and h.shape[2:] == scaffold.shape[2:], \
             f"h {tuple(h.shape)} and scaffold {tuple(scaffold.shape)} must share B, T, H, W"
         active = active_slots(active_phase)

@@ -17,7 +17,6 @@ The last lines are `name: value` pairs for scripts.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -130,7 +129,8 @@ def main(argv=None) -> dict[str, float]:
     config = PILAConfig(hidden=args.hidden)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     device = torch.device(args.device)
-    size = tuple(int(s) for s in args.size.split(",")) if args.size else ((3, 16, 16) if device.type == "cpu" else WAN_SIZE)
+    default_size = (3, 16, 16) if device.type == "cpu" else WAN_SIZE
+    size = tuple(int(s) for s in args.size.split(",")) if args.size else default_size
     ks = [int(k) for k in args.ks.split(",")]
     if device.type == "cpu" and args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -37,7 +37,9 @@ class ConditionEncoder(nn.Module):
 
     def forward(self, pooled: Tensor, labels: Tensor, sigma_emb: Tensor) -> Tensor:
         B = sigma_emb.shape[0]
-        assert pooled.shape == (B, self.text_dim), f"pooled text must be [{B}, {self.text_dim}], got {tuple(pooled.shape)}"
-        assert labels.shape == (B, self.num_categories), f"labels must be [{B}, {self.num_categories}], got {tuple(labels.shape)}"
+        assert pooled.shape == (B, self.text_dim), \
+            f"pooled text must be [{B}, {self.text_dim}], got {tuple(pooled.shape)}"
+        assert labels.shape == (B, self.num_categories), \
+            f"labels must be [{B}, {self.num_categories}], got {tuple(labels.shape)}"
         dtype = self.net[0].weight.dtype
         return self.net(torch.cat([pooled.to(dtype), labels.to(dtype)], dim=1)) + sigma_emb

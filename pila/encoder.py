@@ -4,7 +4,6 @@ Latents are `[B, C, T, H, W]`; sigma is the flow-matching noise level in [0, 1] 
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -94,7 +93,7 @@ def cat_conv1x1(conv: nn.Conv3d, parts: list[Tensor]) -> Tensor:
     widths = [p.shape[1] for p in parts]
     assert sum(widths) == conv.in_channels, f"parts have {widths} channels, conv expects {conv.in_channels}"
     weight = conv.weight.flatten(1)  # [out, in]
-    out, bias, start = None, conv.bias, 0
+    out, bias = None, conv.bias
     for p, w in zip(parts, weight.split(widths, dim=1)):
         if p.ndim == 2:  # [B, c] broadcast over T, H, W
             vec = p.to(weight.dtype) @ w.t()  # [B, out]
@@ -102,7 +101,6 @@ def cat_conv1x1(conv: nn.Conv3d, parts: list[Tensor]) -> Tensor:
         else:
             y = F.conv3d(p.to(weight.dtype), w[:, :, None, None, None])
             out = y if out is None else out + y
-        start += p.shape[1]
     assert out is not None, "cat_conv1x1 needs at least one spatial part"
     if bias is not None:
         out = out + (bias[:, :, None, None, None] if bias.ndim == 2 else bias[None, :, None, None, None])

@@ -93,7 +93,8 @@ def _check_meta(path: Path, meta: dict, tensors: dict) -> PILAConfig:
     try:
         return PILAConfig.from_json(meta["config"])
     except (json.JSONDecodeError, TypeError, AssertionError, ValueError) as e:
-        raise ValueError(f"{path}: bad adapter config in the metadata ({e}). Use a file written by this PILA.") from None
+        raise ValueError(f"{path}: bad adapter config in the metadata ({e}). "
+                         "Use a file written by this PILA.") from None
 
 
 def read_adapter_info(path: str | os.PathLike) -> dict:
@@ -126,7 +127,8 @@ def load_adapter(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     model = PILAAdapter(config)
     expected = {k: list(t.shape) for k, t in model.state_dict().items()}
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    bad = [f"{k}: file {tensors[k][1]}, model {expected[k]}" for k in expected if k in tensors and tensors[k][1] != expected[k]]
+    bad = [f"{k}: file {tensors[k][1]}, model {expected[k]}"
+           for k in expected if k in tensors and tensors[k][1] != expected[k]]
     if missing or unexpected or bad:
         parts = []
         if missing:

@@ -77,7 +77,8 @@ def test_training_step_reaches_every_parameter():
     loss = F.mse_loss(v_phys, noise - x0) + 0.3 * out.losses["csrc"] + 0.01 * (g * out.dv).square().mean()
     loss.backward()
     assert torch.isfinite(loss)
-    names = [n for n, p in a.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    names = [n for n, p in a.named_parameters()
+             if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
     assert not names, f"no gradient reaches {names}"
     groups = a.param_groups()
     assert sum(len(g) for g in groups.values()) == len(list(a.parameters()))
