@@ -156,3 +156,20 @@ def test_aux_outputs_shapes():
     assert out.u.shape == (2, 2, 3, 4, 4) and out.expert_change.shape == (2, 8, 3, 4, 4)
     assert out.logits.shape == out.weights.shape == (2, 8) and out.selected.shape == (2, 3)
     assert out.losses == {}
+
+
+def test_cat_conv1x1_equals_conv_of_the_broadcast_concatenation():
+    from pila.encoder import cat_conv1x1, conv1x1
+
+    torch.manual_seed(0)
+    conv = conv1x1(4 + 3 + 2, 5)
+    h, c, b = torch.randn(2, 4, 3, 2, 5), torch.randn(2, 3), torch.randn(2, 2, 3, 2, 5)
+    full = torch.cat([h, c[:, :, None, None, None].expand(-1, -1, 3, 2, 5), b], dim=1)
+    assert torch.allclose(cat_conv1x1(conv, [h, c, b]), conv(full), atol=1e-5)
+
+
+def test_clean_estimate_is_eq1():
+    a = _adapter()
+    x, s, v, text = _inputs()
+    out = a(x, s, v, text, return_aux=True)
+    assert torch.allclose(out.x0_hat, x - s.view(-1, 1, 1, 1, 1) * v, atol=1e-6)
