@@ -6,7 +6,7 @@ returns the raw correction dv; `apply_correction(v, dv, sigma)` gates it (Eq. 10
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -109,7 +109,8 @@ class PILAAdapter(nn.Module):
                 text_mask: Tensor | None = None, labels: Tensor | None = None, *, top_k: int | None = None,
                 prior_strength: float | None = None, temperature: float | None = None,
                 exclude: Iterable[str | int] = (), active_phase: int = ALL_PHASES, return_aux: bool = False,
-                compute_residuals: bool = False, physical_mask: Tensor | None = None) -> Tensor | PILAOutput:
+                compute_residuals: bool = False, physical_mask: Tensor | Callable[[PILAOutput], Tensor] | None = None,
+                csrc_labels: Tensor | None = None) -> Tensor | PILAOutput:
         """One correction (SPEC sections 1, 3, 4, 6).
 
         x_t, v: `[B, C, T, H, W]` noisy latent and the frozen backbone's velocity; sigma: float or `[B]`
@@ -122,7 +123,9 @@ class PILAAdapter(nn.Module):
         Returns dv `[B, C, T, H, W]` (NaN-scrubbed, clamped to +-dv_clamp, not gated; see apply_correction),
         or a PILAOutput with the intermediate tensors when return_aux or compute_residuals is set;
         compute_residuals fills `losses` with the routed CSRC loss (Eq. 7) on physical_mask
-        (`[B, 1, T, H, W]`, None = ones)."""
+        (`[B, 1, T, H, W]`, None = ones, or a function of this call's PILAOutput that returns it, for masks
+        built from the routed bank); csrc_labels (default: labels) are the labels the loss uses, e.g. with the
+        samples above a sigma threshold zeroed while routing still sees their labels (SPEC section 7)."""
         cfg = self.config
         B = x_t.shape[0]
         x0_hat, h, s_emb, scaffold = self.features(x_t, sigma, v)
@@ -150,15 +153,16 @@ class PILAAdapter(nn.Module):
         if not (return_aux or compute_residuals):
             return dv
 
-        losses: dict[str, Tensor] = {}
-        if compute_residuals:
-            losses = self.residual_losses(ex.views, routing.weights, y, physical_mask)
         change = ex.change if ex.change is not None else bank.new_zeros(B, cfg.num_categories, *bank.shape[2:])
-        return PILAOutput(
+        out = PILAOutput(
             dv=dv, h=h, c=c, scaffold=scaffold, bank=bank, refined=ex.refined, u=fields["u"],
             logits=routing.logits, weights=routing.weights, selected=routing.selected,
-            expert_change=change,
-            fields=fields, x0_hat=x0_hat, losses=losses)
+            expert_change=change, fields=fields, x0_hat=x0_hat)
+        if compute_residuals:
+            mask = physical_mask(out) if callable(physical_mask) else physical_mask
+            y_csrc = y if csrc_labels is None else csrc_labels.to(y.device).float().expand_as(y)
+            out.losses = self.residual_losses(ex.views, routing.weights, y_csrc, mask)
+        return out
 
     def expert_fields(self, view: Tensor) -> dict[str, Tensor]:
         """An expert's view B + dB_k -> its physical readout in float32, u from u_head (SPEC sections 2, 5)."""

@@ -173,3 +173,23 @@ def test_clean_estimate_is_eq1():
     x, s, v, text = _inputs()
     out = a(x, s, v, text, return_aux=True)
     assert torch.allclose(out.x0_hat, x - s.view(-1, 1, 1, 1, 1) * v, atol=1e-6)
+
+
+def test_csrc_labels_and_mask_function():
+    a = _adapter()
+    x, s, v, text = _inputs()
+    labels = torch.ones(2, 8)
+    seen = []
+
+    def mask_fn(out):
+        seen.append(out.refined.shape)
+        return torch.ones(2, 1, *x.shape[2:])
+
+    full = a(x, s, v, text, labels=labels, top_k=8, compute_residuals=True, physical_mask=mask_fn)
+    assert seen == [(2, 32, *x.shape[2:])] and full.losses["csrc"] > 0
+    none = a(x, s, v, text, labels=labels, top_k=8, compute_residuals=True, csrc_labels=torch.zeros(2, 8))
+    assert none.losses["csrc"] == 0 and torch.equal(none.selected, full.selected)  # routing still sees labels
+    half = a(x, s, v, text, labels=labels, top_k=8, compute_residuals=True,
+             csrc_labels=torch.tensor([[1.0] * 8, [0.0] * 8]))
+    row0 = a(x[:1], s[:1], v[:1], text[:1], labels=labels[:1], top_k=8, compute_residuals=True)
+    assert torch.allclose(half.losses["csrc"], row0.losses["csrc"], rtol=1e-4)
