@@ -193,3 +193,21 @@ def test_csrc_labels_and_mask_function():
              csrc_labels=torch.tensor([[1.0] * 8, [0.0] * 8]))
     row0 = a(x[:1], s[:1], v[:1], text[:1], labels=labels[:1], top_k=8, compute_residuals=True)
     assert torch.allclose(half.losses["csrc"], row0.losses["csrc"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_bench_flop_count_matches_a_real_call(k):
+    """pila.bench counts routed experts as `k x (one expert on the batch)` on meta tensors; check it against
+    FlopCounterMode on a real call with data-dependent routing."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pila.bench import adapter_flops
+
+    cfg = PILAConfig(**TINY)
+    size = (3, 4, 5)
+    a = _adapter()
+    x = torch.randn(2, 3, *size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        a(x, torch.rand(2), torch.randn_like(x), torch.randn(2, 6, 32), labels=torch.eye(8)[:2], top_k=k)
+    assert adapter_flops(cfg, k=k, size=size)[0] == counter.get_total_flops()
