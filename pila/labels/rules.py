@@ -10,33 +10,52 @@ set is hand labels over VBench-2.0 and VideoPhy prompts, see ../shared/data/READ
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from ..taxonomy import CATEGORIES
 from .text import DETERMINERS, PUNCT, Lexicon, Token, find_temperatures, load_lexicon, mask_figurative, normalise, tokenize
 
 THRESHOLD = 0.5  # a category is active when its confidence is >= this
 
+
+@lru_cache(maxsize=1)
+def lexicon() -> Lexicon:
+    """The packaged lexicon, with every word these rules mention added to the lemmatiser's vocabulary."""
+    words = frozenset(re.findall(r'"([a-z]{3,})"', Path(__file__).read_text(encoding="utf-8")))
+    return load_lexicon(None, words)
+
 NOUN_CLASSES = ("liquid", "water_body", "solid", "container", "tool", "surface", "elastic_intrinsic", "fabric", "soft",
                 "gas", "human", "animal", "body_part", "heat_source", "light_source", "granular", "soluble")
 # words that are a noun or a verb depending on context: noun concepts kept only in a noun context
-AMBIGUOUS = {"drop", "tear", "can", "sink", "spring", "fly", "stick", "match", "iron", "fall", "top", "pitch",
-             "stamp", "file", "saw", "bat", "rock", "pop", "wave", "shower", "pool", "brush", "comb", "mop", "fan",
-             "spray", "mist", "dust", "sand", "bubble", "foam", "fizz", "plant", "hose", "light", "frost", "steam",
-             "smoke", "ice", "fire", "flame", "glow", "ripple", "flood", "stream", "block", "chip", "screw", "nail",
-             "drum", "ring", "bowl", "tip", "jet", "drain", "paint", "water", "oil", "cement", "plaster", "ink", "glue"}
+# value: the reading when the context does not decide ("n" noun, "v" verb)
+AMBIGUOUS = {"drop": "v", "tear": "v", "can": "v", "sink": "v", "spring": "n", "fly": "v", "stick": "n", "match": "n",
+             "iron": "n", "fall": "v", "top": "n", "pitch": "v", "stamp": "n", "file": "n", "bat": "n", "rock": "n",
+             "pop": "v", "pool": "n", "brush": "n", "comb": "n", "mop": "n", "fan": "n", "hose": "n", "block": "n",
+             "chip": "n", "screw": "n", "nail": "n", "drum": "n", "ring": "n", "bowl": "n", "tip": "v", "jet": "n",
+             "tap": "n", "swing": "v", "roll": "v", "wind": "n", "sand": "n", "strip": "v", "coat": "n", "slide": "v",
+             "land": "v", "plane": "n", "pin": "n", "stream": "n", "shower": "n", "drain": "n", "wave": "n",
+             "catch": "v", "hook": "n", "thread": "n", "zipper": "n", "press": "v", "pump": "n", "spray": "n",
+             "stroke": "v", "saw": "v", "shake": "v", "stamp_": "n", "float": "v", "bounce": "v", "flip": "v"}
 VERB_CUES = {"to", "will", "would", "can", "could", "may", "might", "must", "should", "not", "i", "you", "we", "they",
              "he", "she", "it", "who", "that", "and", "then", "also", "slowly", "gently", "quickly", "be", "being",
              "been", "is", "are", "was", "were", "starts", "start", "begin", "begins", "to"}
-ADJ_CUES = {"wooden", "metal", "metallic", "plastic", "glass", "ceramic", "rubber", "steel", "iron", "paper", "stone",
-            "hot", "cold", "warm", "big", "small", "large", "tiny", "little", "old", "new", "red", "blue", "green",
+ADJ_CUES = {"wooden", "metallic", "plastic", "ceramic", "hot", "cold", "warm", "big", "small", "large", "tiny", "little", "old", "new", "red", "blue", "green",
             "white", "black", "yellow", "clear", "heavy", "light", "sharp", "soft", "hard", "empty", "full", "kitchen",
             "garden", "bathroom", "wet", "dry", "dirty", "clean", "fresh", "thick", "thin", "fine", "leaky", "rain",
             "sea", "salt", "fresh", "brown", "orange", "purple", "pink", "golden", "silver", "frozen", "melted"}
 
 ONTO = {"onto", "on", "into", "against", "upon", "off", "in"}
+NOUNS = frozenset(NOUN_CLASSES) | {"vehicle", "quantity"}
+TOY_WORDS = {"toy", "rubber", "plastic", "wooden", "stuffed", "inflatable", "paper", "stone", "metal", "glass",
+             "ceramic", "porcelain", "origami", "plush", "clockwork", "wind-up"}
+CLAUSE_WORDS = {"with", "as", "while", "when", "after", "before", "because", "then", "which", "that", "until", "but"}
+PREPOSITIONS = {"in", "into", "on", "onto", "off", "at", "to", "from", "over", "under", "across", "along", "through",
+                "against", "by", "with", "around", "down", "up", "inside", "out", "of", "toward", "towards", "upon"}
+SOLID_MOVER = {"solid", "container", "tool", "vehicle"}
+NOT_MOVER = {"liquid", "water_body", "human", "animal", "body_part", "gas", "fabric", "elastic_intrinsic"}
 DIRECTIONAL = {"into", "over", "off", "away", "across", "down", "through", "flying", "out"}
 GENTLE_MOTION = {"place", "put", "set", "lean", "teeter", "stack", "pile", "balance", "dangle", "hover", "float", "bob",
                  "drift", "sail", "cruise", "glide", "lift", "hoist", "raise", "carry", "spin", "rotate", "orbit",
@@ -98,43 +117,51 @@ class Scene:
         self.live_lemmas = {t.lemma for t in self.live}
 
     def _noun_ctx(self, i: int) -> bool:
+        """Is the ambiguous word at i used as a noun? Cues first, then the word's default reading."""
         t = self.toks[i]
         prev = self.toks[i - 1] if i > 0 else None
         nxt = self.toks[i + 1] if i + 1 < len(self.toks) else None
-        if t.text.endswith(("ing", "ed")) and t.text != t.lemma:
+        if t.text.endswith(("ing", "ed")) and t.text != t.lemma and t.text not in {"ceiling", "railing"}:
             return False
         if nxt is not None and nxt.text == "of":
             return True
-        if prev is None:
-            return not (nxt is not None and nxt.text in DETERMINERS)
-        if prev.text in VERB_CUES:
+        if prev is not None and (prev.text in DETERMINERS or prev.text.isdigit()):
+            return True
+        if prev is not None and prev.text in VERB_CUES:
             return False
-        if prev.text in DETERMINERS or prev.text in ADJ_CUES or prev.text.isdigit():
-            return True
-        if prev.concepts & {"liquid", "solid", "container", "water_body", "a_hot", "a_cold", "a_wet", "granular"}:
-            return True
-        if t.text.endswith("s") and t.text != t.lemma and prev.text not in PUNCT:
-            return True
-        return False
+        if nxt is not None and nxt.text in DETERMINERS - {"of"}:
+            return False  # "winds the spring", "sinks a ball"
+        if prev is not None and (prev.text in ADJ_CUES or prev.text.endswith(("ing", "y", "ful", "ous")) and
+                                 prev.text not in {"slowly", "gently", "quickly", "steadily", "rapidly"}):
+            if not prev.text.endswith("ly"):
+                return True
+        if prev is not None and prev.concepts & {"liquid", "granular", "a_hot", "a_cold", "a_wet", "water_body"}:
+            return True   # "leaky tap", "rain shower", "kitchen sink"
+        return AMBIGUOUS.get(t.lemma, "n") == "n"
 
     def _disambiguate(self) -> None:
         nouns = set(NOUN_CLASSES)
         for i, t in enumerate(self.toks):
+            if t.text.endswith("y") and t.text != t.lemma and t.concepts and t.text not in self.lex.irregular:
+                # '-y' adjectives of nouns ('creamy', 'sandy', 'frothy') describe texture, not the stuff itself,
+                # except for gas words ('steamy', 'fizzy', 'smoky', 'frothy')
+                t.concepts = frozenset(c for c in t.concepts if c in {"gas", "v_gas", "carbonated"})
+                continue
+            if t.concepts & {"animal", "human"} and i > 0 and self.toks[i - 1].text in TOY_WORDS:
+                t.concepts = frozenset({"solid"})   # 'toy duck', 'rubber duck', 'paper man' are objects
+                continue
             if t.lemma in AMBIGUOUS and t.concepts:
                 noun = self._noun_ctx(i)
                 keep = {c for c in t.concepts if (c in nouns) == noun or not (c in nouns or c.startswith("v_"))}
                 if t.lemma in {"water", "oil", "paint", "ink", "glue", "cement", "plaster", "steam", "smoke", "dust",
-                               "sand", "ice", "fire", "flame", "frost", "mist", "foam", "fizz", "bubble", "light",
-                               "spray", "glow", "ripple", "flood", "stream", "wave", "drain", "shower"}:
+                               "ice", "fire", "flame", "frost", "mist", "foam", "fizz", "bubble", "light",
+                               "glow", "ripple", "flood"}:
                     # mass nouns: a verb use still means the stuff is there ("steaming", "watering"), keep both
                     # unless it is clearly a verb form of a flow noun used as a verb ("waving", "sanding")
                     keep = set(t.concepts)
-                    if t.lemma in {"wave", "sand"} and t.text.endswith(("ing", "ed")):
-                        keep = {c for c in keep if c not in nouns}
-                    if t.lemma in {"drain"} and not noun:
-                        keep = {c for c in keep if c not in nouns}
                 t.concepts = frozenset(keep)
-            elif t.concepts and t.text.endswith(("ing", "ed")) and t.text != t.lemma:
+            elif t.concepts and t.text.endswith(("ing", "ed")) and t.text != t.lemma and \
+                    t.text not in self.lex.vocab:
                 # inflected verb forms are not nouns ("watered", "piling"); adjectival states keep their verb class
                 t.concepts = frozenset(c for c in t.concepts if c not in nouns)
 
@@ -169,6 +196,26 @@ class Scene:
     def any_lemma(self, lemmas: set[str]) -> bool:
         return bool(self.live_lemmas & lemmas)
 
+    def subject_of(self, i: int) -> Token | None:
+        """The nearest noun before a verb in the same clause (a crude subject; the patient for passives)."""
+        for j in range(i - 1, max(-1, i - 7), -1):
+            t = self.toks[j]
+            if t.text in PUNCT or t.text in CLAUSE_WORDS:
+                return None
+            if t.concepts & NOUNS:
+                return t
+        return None
+
+    def object_of(self, i: int) -> Token | None:
+        """The direct object: the first noun after the verb, allowing determiners/adjectives in between."""
+        for j in range(i + 1, min(len(self.toks), i + 5)):
+            t = self.toks[j]
+            if t.text in PUNCT or t.text in PREPOSITIONS or t.text in CLAUSE_WORDS:
+                return None
+            if t.concepts & NOUNS:
+                return t
+        return None
+
 
 def _attributive(scene: Scene, i: int) -> bool:
     """An adjective directly before a noun ('hot soup', 'cold stare'), as opposed to a predicate ('gets hot')."""
@@ -180,14 +227,22 @@ def _attributive(scene: Scene, i: int) -> bool:
 
 
 def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
-    lex = lex or load_lexicon()
+    lex = lex or lexicon()
     sc = Scene(prompt, lex)
     ev = Evidence()
     L = sc.live_lemmas
 
     # ---------------- objects present ----------------
     liquids, modifier_liquids = [], []
+    for i, t in enumerate(sc.toks):
+        if "_" in t.lemma and not t.neg and not t.concepts & {"liquid", "water_body"} and \
+                lex.word_concepts.get(t.lemma.split("_")[0], frozenset()) & {"liquid"} and \
+                t.concepts & {"container", "soft", "solid", "tool"}:
+            modifier_liquids.append(t.lemma.split("_")[0])   # 'juice box', 'toothpaste tube'
     for i in sc.idx("liquid") + sc.idx("water_body"):
+        if sc.text_at(i - 1) == "of" and sc.text_at(i - 2) in {"piece", "pieces", "block", "bar", "chunk", "slab",
+                                                              "stick", "cube", "lump", "crystal", "crystals", "grain"}:
+            continue  # 'a piece of boric acid' is a solid
         nxt = sc.toks[i + 1] if i + 1 < len(sc.toks) else None
         if nxt is not None and not nxt.neg and nxt.concepts & {"container", "solid", "tool", "surface", "fabric",
                                                                  "elastic_intrinsic", "soft", "gas", "heat_source"} \
@@ -217,21 +272,38 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     burn, heat, cool = vb("v_burn"), vb("v_heat"), vb("v_cool")
     lightv, reflect = vb("v_light"), vb("v_reflect")
 
-    # "frozen peas", "boiled pasta water": participles used as adjectives describe a state, not the event
+    # "frozen peas", "boiled pasta water", "polished table": participles used as adjectives describe a state,
+    # not the event; bare "warm"/"cool" are verbs only with a verb cue ("to warm", "warms up", "cool the tea")
     def eventive(idxs: list[int]) -> list[int]:
         out = []
         for i in idxs:
             t = sc.toks[i]
-            if t.text in {"frozen", "boiled", "burnt", "burned", "heated", "cooled", "chilled", "frosted", "iced",
-                          "dissolved", "evaporated", "condensed", "toasted", "roasted", "baked", "fried", "grilled",
-                          "cooked", "warmed", "lit", "molten", "steamed"} and _attributive(sc, i):
+            participle = t.text != t.lemma and (t.text.endswith(("ed", "en")) or t.text in {"lit", "burnt", "spilt",
+                                                                                           "frozen", "molten"})
+            if participle and _attributive(sc, i) and sc.text_at(i - 1) not in {"is", "are", "was", "were", "be",
+                                                                               "being", "been", "get", "gets", "got"}:
                 continue
             out.append(i)
         return out
 
-    melt_ev = [i for i in melt if not (sc.toks[i].text == "melted" and False)]
+    def verb_use(idxs: list[int]) -> list[int]:
+        out = []
+        for i in eventive(idxs):
+            t = sc.toks[i]
+            if t.text == t.lemma and "_" not in t.lemma:
+                prev, nxt = sc.text_at(i - 1), sc.text_at(i + 1)
+                if not (prev in VERB_CUES or nxt in {"up", "down"} or (nxt in DETERMINERS - {"of"} and
+                                                                      t.text not in {"cold", "hot"})):
+                    continue
+            out.append(i)
+        return out
+
+    motion, free_impact, strike, cut = eventive(motion), eventive(free_impact), eventive(strike), eventive(cut)
+    friction, deform, squeeze, gasv = eventive(friction), eventive(deform), eventive(squeeze), eventive(gasv)
+    evap, cond, subl, diss = eventive(evap), eventive(cond), eventive(subl), eventive(diss)
+    melt_ev = list(melt)  # 'melted ice cream dripping' still tells of melting (dev conventions)
     freeze_ev, boil_ev = eventive(freeze), eventive(boil)
-    heat_ev, cool_ev, burn_ev = eventive(heat), eventive(cool), eventive(burn)
+    heat_ev, cool_ev, burn_ev = verb_use(heat), verb_use(cool), eventive(burn)
     boil_attr = [i for i in boil if i not in boil_ev and sc.toks[i].text == "boiling"]
 
     # ---------------- indirect descriptions ----------------
@@ -267,7 +339,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                               r"lower|lowers|lowered|decrease|decreases|chill|chilled|freez\w*)\b", sc.text))
         below = "below" in sc.text
         mat = None
-        for key in [t.lemma for t in sc.toks] + [t.text for t in sc.toks]:
+        keys = [t.lemma for t in sc.toks] + [t.text for t in sc.toks] + \
+            [p for t in sc.toks for p in reversed(t.lemma.split("_"))]
+        for key in keys:
             if key in lex.materials:
                 mat = key
                 break
@@ -383,6 +457,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
 
     thermal_only_liquid = bool((freeze_ev or sc.temps or condensation) and not boil_ev and not flow)
 
+    ball_like_early = any(s.endswith("ball") or s in {"ball", "duck", "toy", "rubber_ball", "rubber_duck", "rubber_toy",
+                                                      "beach_ball", "bouncy_ball"} for s in solids + softs)
+
     # ---------------- Fluid ----------------
     if liquids:
         w = 1.2
@@ -392,9 +469,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     if modifier_liquids and not thermal_only_liquid:
         w = 0.35 + (0.7 if (flow or squeeze or L & {"squeeze", "spill", "leak"}) else 0.0)
         ev.add("Fluid", w, "liquid: " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in modifier_liquids)))
-    flow_words = [sc.toks[i].lemma for i in flow]
+    flow_words = [sc.toks[i].lemma for i in flow if not (sc.toks[i].lemma == "dribble" and ball_like_early)]
     if flow_words and not condensation:
-        strong = [w for w in flow_words if w not in {"spread", "fill", "shower", "wash", "mix", "merge", "combine",
+        strong = [w for w in flow_words if w not in {"spread", "fill", "shower", "mix", "merge", "combine",
                                                      "float", "bubble", "foam", "froth", "spray", "diffuse",
                                                      "disperse", "wet", "dissolve", "stream", "flood", "blot",
                                                      "sweeten", "paddle", "row", "surf", "swim", "ripple", "wave"}]
@@ -421,6 +498,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
 
     # ---------------- Compressible Flow ----------------
     aerosol = sc.words("aerosol_source")
+    if not aerosol and "spray" in L and L & {"bottle", "can", "nozzle", "mister", "atomizer"}:
+        aerosol = ["spray bottle"]
     if aerosol:
         ev.add("Compressible Flow", 1.2, "aerosol spray/mist (" + aerosol[0].replace("_", " ") + ")")
     if L & {"mist", "misting", "spritz", "atomize", "aerosol"} and not condensation:
@@ -443,7 +522,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             ev.add("Compressible Flow", 0.2, "air")
     if "vacuum" in L:
         ev.add("Compressible Flow", 1.0, "vacuum (gas extraction)")
-    if L & {"blow_up", "inflate", "deflate", "pump", "puncture", "hiss"} and (elastics or softs) and \
+    gas_events = {sc.toks[i].lemma for i in gasv + deform}
+    if (gas_events & {"blow_up", "inflate", "deflate", "hiss"} or "pump" in L) and (elastics or softs) and \
             L & {"balloon", "water_balloon", "tire", "tyre", "car_tire", "air_mattress", "ball", "beach_ball", "raft",
                  "inflatable", "bubble_wrap", "air"}:
         ev.add("Compressible Flow", 1.0, "air inflating/deflating a body")
@@ -479,10 +559,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
 
     # ---------------- Elastic ----------------
     elastic_adj = [t.lemma for t in sc.live if t.concepts & {"a_elastic"} and t.lemma != "soft"]
+    ball_like = ball_like_early
     soft_adj = any(t.lemma == "soft" and not sc.lemma_at(k + 1) in {"drink", "light", "glow", "music", "voice"}
                    for k, t in enumerate(sc.toks) if not t.neg)
-    ball_like = any(s.endswith("ball") or s in {"ball", "duck", "toy", "rubber_ball", "rubber_duck", "rubber_toy",
-                                                "beach_ball", "bouncy_ball"} for s in solids + softs)
     deform_words = [sc.toks[i].lemma for i in deform]
     squeeze_words = [sc.toks[i].lemma for i in squeeze]
     puncture = L & {"puncture", "pierce", "prick", "poke", "press", "stab", "tear", "penetrate", "sink", "dent", "pinch"}
@@ -495,8 +574,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                                                        "puncture", "wave"}] + squeeze_words
         if "wave" in deform_words and not liquids:
             fab_def.append("wave")
-        if fab_def or L & {"wind", "breeze", "gust", "comb", "brush", "tangle", "crumple", "crumpled", "drape", "hang",
-                           "sway", "flutter", "flap", "billow", "fold", "wring", "stretch", "iron", "twirl"}:
+        if fab_def or L & {"wind", "breeze", "gust", "tangle", "crumple", "crumpled", "drape", "hang", "hoist",
+                           "sway", "flutter", "flap", "billow", "fold", "wring", "stretch", "iron", "twirl", "fly"}:
             ev.add("Elastic", 1.2, "flexible " + fabrics[0].replace("_", " ") + " deforms")
         else:
             ev.add("Elastic", 0.2, "flexible material")
@@ -513,9 +592,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         ev.add("Elastic", 0.6, "soft body")
     strong_def = [w for w in deform_words if w in {"stretch", "bend", "flex", "squish", "compress", "deform", "wobble",
                                                    "jiggle", "vibrate", "recoil", "snap_back", "spring_back",
-                                                   "twang", "sag", "droop", "stretch_out", "pull_taut", "inflate",
-                                                   "deflate", "flutter", "flap", "billow", "crumple", "wrinkle",
-                                                   "fold", "drape", "sway", "ruffle"}]
+                                                   "twang", "sag", "stretch_out", "pull_taut", "inflate", "deflate",
+                                                   "crumple"}]
     if strong_def and not (L & {"light", "beam", "ray"} and "bend" in strong_def):
         ev.add("Elastic", 0.8 if not (elastics or fabrics or softs) else 0.4, "deformation: " + strong_def[0])
     if "hair" in L and L & {"comb", "brush", "tangle", "blow", "wind", "flow", "wave", "sway", "curl", "braid",
@@ -525,138 +603,203 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         ev.add("Elastic", 1.2, "paper bends")
 
     # ---------------- Rigid Body ----------------
-    movers = [s for s in solids if s not in {"table", "desk", "chair"} or L & {"topple", "tip", "slide", "fall", "flip"}]
-    soft_movers = [s for s in softs if s not in {"bag", "plastic_bag", "tube", "pouch", "glove"}]
-    free_movers = [m for m in movers if m not in strike_tools] + [s for s in soft_movers if ball_like or s.endswith("ball")]
-    motion_words = [sc.toks[i].lemma for i in motion]
+    soft_balls = {s for s in softs if s.endswith("ball") or s in {"rubber_duck", "rubber_toy", "tire", "tyre"}}
+
+    def is_mover(t: Token | None) -> bool:
+        if t is None or t.neg:
+            return False
+        if t.concepts & NOT_MOVER and not t.concepts & {"vehicle"}:
+            return False
+        return bool(t.concepts & SOLID_MOVER) or t.lemma in soft_balls
+
     liquid_scene = bool(liquids or modifier_liquids)
     tools = set(sc.words("tool"))
     rigid_reason = None
-    if motion_words and (movers or soft_movers):
-        cands = []
-        for i in motion:
+    for i in motion:
+        v = sc.toks[i].lemma
+        subj, obj = sc.subject_of(i), sc.object_of(i)
+        cands = [t for t in (subj, obj) if is_mover(t)]
+        if v in {"fall", "drop", "roll", "tumble", "topple", "tip", "tip_over", "flip", "bounce", "spin", "slide",
+                 "float", "sink", "bob", "glide", "skid", "zigzag", "arc", "fly", "land", "drift", "rotate", "swing",
+                 "dangle", "lean", "teeter", "wobble", "sail", "cruise", "hover", "slide_across", "roll_away",
+                 "close", "shut", "traverse", "orbit", "plummet"} and subj is not None and not is_mover(subj) and \
+                obj is None:
+            continue  # "the liquid floats", "the temperature rises", "the point sinking"
+        if not cands and subj is None and obj is None and v in {"fall", "drop", "roll", "slide", "tumble", "topple",
+                                                                 "bounce", "spin", "flip", "tip_over", "skid"}:
+            # no noun attached: accept a lone free solid of the sentence if nothing else could be moving
+            pool = [t for t in sc.live if is_mover(t) and not t.concepts & {"tool"}]
+            if pool and not liquids and not humans:
+                cands = pool[:1]
+        if not cands:
+            continue
+        mover = cands[0]
+        if v in SPIN_LIKE and liquid_scene and all(t.concepts & {"tool", "container"} for t in cands):
+            continue  # a spoon spinning in coffee, a bottle shaken with juice: the liquid moves
+        if v in {"hoist", "raise", "lift"} and fabrics and all(t.concepts & {"tool"} for t in cands):
+            continue
+        if v == "dribble" and not ball_like:
+            continue
+        if v == "catch" and not any(m.lemma.endswith(PROJECTILE_TAIL) or m.lemma in PROJECTILES for m in cands):
+            continue
+        if v == "swing" and all(t.lemma in strike_tools for t in cands):
+            continue
+        if v in {"rise", "ascend"} and not mover.concepts & {"solid", "vehicle"}:
+            continue
+        rigid_reason = v
+        ev.add("Rigid Body", 1.2, f"rigid-body motion ({v.replace('_', ' ')} of {mover.lemma.replace('_', ' ')})")
+        break
+    if not rigid_reason:
+        for i in free_impact:
             v = sc.toks[i].lemma
-            if v in {"rise", "ascend", "flow", "cascade", "drift"} and not movers:
-                continue
-            if v in SPIN_LIKE and liquid_scene:
-                # a spoon spinning in coffee, a bottle shaken with juice: the liquid moves, not a free body
-                if all(m in tools or m in {"blender", "mixer", "bottle", "cup", "glass", "bowl", "pot", "jar",
-                                           "container", "can", "shaker"} for m in movers):
-                    continue
-            if v in {"push", "pull", "drag", "lift", "raise", "carry", "move", "shake", "place", "put", "set"} and \
-                    not [m for m in movers if m not in tools or m in {"broom", "mop", "ladder"}]:
-                continue
-            if v in {"hoist", "raise", "lift"} and fabrics and not [m for m in movers if m not in tools]:
-                continue
-            if v in {"dribble"} and not ball_like:
-                continue
-            if v in {"catch"}:
-                continue
-            if v in {"swing"} and all(m in strike_tools for m in movers):
-                continue
-            cands.append(v)
-        if cands:
-            rigid_reason = cands[0]
-            ev.add("Rigid Body", 1.2, f"rigid-body motion ({cands[0]} of {(free_movers or movers or soft_movers)[0].replace('_', ' ')})")
-    if not rigid_reason and (free_impact and (free_movers or movers)):
-        v = sc.toks[free_impact[0]].lemma
-        if v not in {"crack", "break"} and [m for m in movers if m not in strike_tools]:
-            ev.add("Rigid Body", 1.0, f"free body {v}")
-            rigid_reason = v
+            subj = sc.subject_of(i)
+            if is_mover(subj) and subj.lemma not in strike_tools:
+                ev.add("Rigid Body", 1.0, f"free body {v.replace('_', ' ')}")
+                rigid_reason = v
+                break
     if not rigid_reason and strike:
-        hit_objs = [m for m in free_movers if m.endswith(PROJECTILE_TAIL) or m in PROJECTILES]
+        hit_objs = {m for m in solids + list(soft_balls) if (m.endswith(PROJECTILE_TAIL) or m in PROJECTILES)
+                    and m not in strike_tools}
         for i in strike:
             v = sc.toks[i].lemma
             after = {sc.text_at(j) for j in range(i + 1, min(len(sc.toks), i + 7))}
             if hit_objs and (v in STRONG_STRIKE or after & DIRECTIONAL):
-                if hit_objs != ["nail"] or after & {"into", "through"}:
-                    ev.add("Rigid Body", 1.0, f"struck {hit_objs[0].replace('_', ' ')} moves")
+                if hit_objs - {"nail"} or after & {"into", "through"}:
+                    ev.add("Rigid Body", 1.0, f"struck {sorted(hit_objs)[0].replace('_', ' ')} moves")
                     rigid_reason = v
                     break
-    if "domino" in L or "jenga" in L:
+    if L & {"domino", "jenga"}:
         ev.add("Rigid Body", 1.0, "toppling blocks")
-    for s in ("surfer", "skateboarder", "skier", "snowboarder", "cyclist"):
-        if s in L and L & {"ride", "sail", "glide", "roll", "grind", "slide", "surf", "speed", "zoom", "carve", "drop",
-                           "jump", "flip"}:
-            ev.add("Rigid Body", 1.0, f"{s}'s board moves")
+        if L & {"topple", "fall", "knock", "tumble", "collapse"}:
+            ev.add("Collision", 1.0, "blocks knock each other over")
+    vehicles = sc.words("vehicle")
+    if vehicles and not rigid_reason and not L & {"park", "parked", "moor", "moored", "still", "rust", "rusting"}:
+        if motion or L & {"through", "across", "along", "down", "over", "cut", "cut_through", "wheel", "ride"}:
+            ev.add("Rigid Body", 1.2, f"vehicle motion ({vehicles[0].replace('_', ' ')})")
+            rigid_reason = "vehicle"
+    for s_ in ("surfer", "skateboarder", "skier", "snowboarder", "cyclist"):
+        if s_ in L and L & {"ride", "sail", "glide", "roll", "grind", "slide", "surf", "speed", "zoom", "carve", "drop",
+                            "jump", "flip"}:
+            ev.add("Rigid Body", 1.0, f"{s_}'s board moves")
+    if not rigid_reason and L & {"splash", "plop", "plunk"} and L & {"into", "onto"}:
+        for i, t in enumerate(sc.toks):
+            if t.lemma in {"splash", "plop", "plunk"} and is_mover(sc.subject_of(i)):
+                ev.add("Rigid Body", 1.0, f"{sc.subject_of(i).lemma} falls into liquid")
+                break
 
     # ---------------- Collision ----------------
     non_liquid_parts = bool(solids or surfaces or sc.words("body_part") or elastics or fabrics or softs)
 
-    def target_is_liquid(i: int) -> bool:
-        for j in range(i + 1, min(len(sc.toks), i + 5)):
-            c = sc.toks[j].concepts
-            if c & {"liquid", "water_body"}:
+    def target_is_fluid(i: int) -> bool:
+        for j in range(i + 1, min(len(sc.toks), i + 8)):
+            t = sc.toks[j]
+            c = t.concepts
+            nxt = sc.toks[j + 1] if j + 1 < len(sc.toks) else None
+            if c & {"liquid", "water_body", "gas"}:
+                if nxt is not None and nxt.concepts & (NOUNS - {"liquid", "water_body", "gas"}):
+                    continue  # 'soda can', 'coffee beans': the liquid word only modifies the target
                 return True
-            if c & {"solid", "container", "tool", "surface", "body_part", "elastic_intrinsic", "fabric", "soft", "gas"}:
+            if c & {"solid", "container", "tool", "surface", "body_part", "elastic_intrinsic", "fabric", "soft"}:
                 return False
         return False
 
+    def subject_is_fluid(i: int) -> bool:
+        subj = sc.subject_of(i)
+        return subj is not None and bool(subj.concepts & {"liquid", "water_body", "gas"}) and \
+            not subj.concepts & {"solid", "container"}
+
     for i in strike + cut:
         v = sc.toks[i].lemma
-        if not non_liquid_parts or target_is_liquid(i):
+        if not non_liquid_parts or target_is_fluid(i) or subject_is_fluid(i):
             continue
-        if v in {"block", "hook", "zip", "thread", "screw", "grip", "split"} and v not in {"zip"}:
-            w = 0.8
-        else:
-            w = 1.2
-        if v in {"press", "pinch", "squash", "crush", "grind", "mash"} and not (tools or solids) and \
-                not L & {"into", "under", "between"}:
-            continue  # a hand squeezing a soft object alone is not a collision (rules file)
-        if v == "press" and not L & {"into", "against", "onto", "down"} and not tools:
-            continue
-        if v == "stamp" and sc._noun_ctx(i):
+        w = 0.8 if v in {"block", "hook", "thread", "screw", "grip", "split", "obstruct"} else 1.2
+        if v in {"press", "pinch", "squash", "crush", "grind", "mash"}:
+            subj = sc.subject_of(i)
+            agent_solid = (subj is not None and subj.concepts & {"tool", "solid", "container"}) or \
+                L & {"under", "between"} or any(t.concepts & {"tool"} for t in sc.live)
+            if not agent_solid and not L & {"into", "onto", "against", "foot", "feet", "boot", "shoe", "heel"}:
+                continue  # a hand squeezing a soft object alone is not a collision (rules file)
+        if v == "press" and not L & {"into", "against", "onto", "down", "over"} and not tools:
             continue
         ev.add("Collision", w, f"contact/impact ({v})")
         break
-    fric = [sc.toks[i].lemma for i in friction]
-    if fric and non_liquid_parts:
-        v = fric[0]
+    for i in squeeze:
+        subj = sc.subject_of(i)
+        if subj is not None and subj.concepts & {"solid", "tool"} and not subj.concepts & {"body_part", "human"} \
+                and sc.toks[i].lemma in {"compress", "press", "squeeze", "crush", "squash"}:
+            ev.add("Collision", 1.0, f"{subj.lemma.replace('_', ' ')} presses on the body")
+            break
+    for i in friction:
+        v = sc.toks[i].lemma
+        if not non_liquid_parts:
+            break
         if v in {"slide", "slip", "skid", "drag", "slide_across", "swipe"}:
-            movers_nl = [m for m in movers + soft_movers]
-            if movers_nl and not all(sc.toks[j].concepts & {"liquid"} for j in range(len(sc.toks))
-                                     if sc.toks[j].lemma in movers_nl):
-                after_liq = any(target_is_liquid(i) for i in friction)
-                if not after_liq and not (L & {"water_slide", "slide"} and "water" in L):
-                    ev.add("Collision", 1.2, f"frictional contact ({v})")
-            elif surfaces or L & {"boot", "shoe", "tire"}:
-                ev.add("Collision", 0.8, f"frictional contact ({v})")
-        elif v in {"spread", "coat"} and not (tools or L & {"hand", "finger"}):
-            pass
-        elif v == "brush" and liquid_scene and not L & {"across", "over", "against", "onto", "on"}:
-            pass
-        else:
-            ev.add("Collision", 1.2, f"frictional contact ({v})")
-    if free_impact and (movers or soft_movers or surfaces):
-        v = sc.toks[free_impact[0]].lemma
-        if v in {"land", "bounce", "rebound", "dribble"} or (surfaces or movers):
-            if not (v in {"crack", "break"} and not (surfaces or L & {"against", "on", "onto"})):
-                if not (v == "bounce" and liquid_scene and not surfaces):
-                    ev.add("Collision", 1.2, f"impact ({v})")
-    if "catch" in L and (movers or elastics):
-        ev.add("Collision", 1.2, "catching (impact)")
-    # a falling/thrown solid meeting a hard surface
+            subj = sc.subject_of(i)
+            if subj is not None and subj.concepts & {"liquid", "water_body"} and not subj.concepts & {"solid"}:
+                continue  # a droplet sliding down a window
+            if target_is_fluid(i) or ("water" in L and L & {"water_slide", "slide"} and "slide" in
+                                      [t.lemma for t in sc.toks if t.concepts & NOUNS]):
+                continue
+            if is_mover(subj) or is_mover(sc.object_of(i)) or surfaces or L & {"boot", "shoe", "tire", "sled"}:
+                ev.add("Collision", 1.2, f"frictional contact ({v.replace('_', ' ')})")
+                break
+            continue
+        if v in {"spread", "coat", "apply"} and not (tools or L & {"hand", "finger", "knife", "brush", "roller"}):
+            continue
+        if v == "brush" and liquid_scene and not L & {"across", "over", "against", "onto", "on"}:
+            continue
+        if v == "sand" and sc.toks[i].text == "sand":
+            continue
+        if v in {"draw", "write"} and not (tools or L & {"pen", "pencil", "chalk", "crayon", "marker"}):
+            continue
+        ev.add("Collision", 1.2, f"frictional contact ({v.replace('_', ' ')})")
+        break
+    if "comb" in L and L & {"hair", "fur", "wig", "through"}:
+        ev.add("Collision", 1.2, "comb teeth drag through strands")
+    for i in free_impact:
+        v = sc.toks[i].lemma
+        subj = sc.subject_of(i)
+        if subject_is_fluid(i):
+            continue
+        if v == "bounce" and liquid_scene and not surfaces:
+            continue
+        if is_mover(subj) or surfaces or is_mover(sc.object_of(i)) or (subj is not None and subj.concepts &
+                                                                        {"body_part"}):
+            ev.add("Collision", 1.2, f"impact ({v.replace('_', ' ')})")
+            break
+    if "catch" in L and (ball_like or any(s.endswith(PROJECTILE_TAIL) or s in PROJECTILES for s in solids)):
+        ev.add("Collision", 1.2, "catching a flying body (impact)")
+    # a falling/thrown solid meeting a hard surface, or a moving solid pushed against another
     for i in motion:
         v = sc.toks[i].lemma
-        if v in {"fall", "drop", "throw", "toss", "hurl", "fling", "plummet", "tumble", "roll", "flick", "swing",
-                 "slam", "kick", "launch", "shoot", "topple"}:
-            for j in range(i + 1, min(len(sc.toks), i + 7)):
-                if sc.toks[j].text in ONTO | {"at"} and sc.toks[j].text != "in":
-                    tail = sc.toks[j + 1: j + 6]
-                    for t2 in tail:
-                        if t2.concepts & {"liquid", "water_body", "container", "fabric"} or t2.lemma in {"pile", "basket",
-                                                                                                     "air"}:
-                            break
-                        if t2.concepts & {"surface", "solid"} or t2.lemma in {"floor", "ground"}:
-                            if v != "roll" or t2.lemma in {"wall"}:
-                                ev.add("Collision", 1.2, f"{v} onto {t2.lemma.replace('_', ' ')} (impact)")
-                            break
-                    break
-    if motion and tools and [m for m in movers if m not in tools] and L & {"flip", "scoop", "lift", "toss", "turn"} \
-            and not liquid_scene:
+        if v in STATIC_MOTION or subject_is_fluid(i):
+            continue
+        for j in range(i + 1, min(len(sc.toks), i + 7)):
+            if sc.toks[j].text in PUNCT or sc.toks[j].text in CLAUSE_WORDS:
+                break
+            prep = sc.toks[j].text
+            if prep == "against" and v not in {"lean"}:
+                ev.add("Collision", 1.0, f"{v.replace('_', ' ')} against a body (contact)")
+                break
+            if prep in {"onto", "on", "into", "upon", "at"} and v in {"fall", "drop", "throw", "toss", "hurl", "fling",
+                                                                   "plummet", "tumble", "flick", "slam", "kick",
+                                                                   "launch", "shoot", "topple", "crash", "tip_over",
+                                                                   "tip", "dive"}:
+                for t2 in sc.toks[j + 1: j + 6]:
+                    if t2.concepts & {"liquid", "water_body", "container", "fabric"} or t2.lemma in {"pile", "basket",
+                                                                                                 "air", "bed", "snow"}:
+                        break
+                    if t2.concepts & {"surface", "solid"}:
+                        ev.add("Collision", 1.2, f"{v.replace('_', ' ')} onto {t2.lemma.replace('_', ' ')} (impact)")
+                        break
+                break
+    if motion and tools and L & {"flip", "scoop", "toss", "turn"} and not liquid_scene and \
+            [t for t in sc.live if is_mover(t) and not t.concepts & {"tool"}]:
         ev.add("Collision", 1.0, "tool contact")
-    if L & {"insert", "slot", "plug"} and movers:
+    if L & {"insert", "slot", "plug", "twist_out", "pry"} and solids:
         ev.add("Collision", 1.0, "insertion contact")
+    if "drum" in L and (strike_tools or strike or L & {"beating_stick", "drumstick", "stick"}):
+        ev.add("Collision", 1.2, "stick strikes the drum")
     if ("mirror" in L) and (strike or L & {"against", "touch", "bump", "nudge", "tap", "hit"}):
         ev.add("Optical", 1.2, "mirror contact (reflection)")
 
@@ -689,14 +832,18 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     if "mirror" in L:
         ev.add("Optical", 0.2, "mirror")
 
-    # ---------------- figurative / negated bookkeeping ----------------
+    # ---------------- chemistry with no category (rules file: rusting/corrosion -> []) ----------------
+    if L & {"rust", "rusting", "corrosion", "corrode", "oxidation", "oxidize", "oxidise", "tarnish", "patina"} and \
+            not (melt_ev or boil_ev or burn_ev or motion or strike or cut):
+        for c in CATEGORIES:
+            ev.cap(c, 0.0)
+        ev.why["Fluid"].append("rusting/corrosion is chemistry: no category")
     return ev, sc
 
 
 _SOLIDS_AT_ROOM = {"ice", "snow", "frost", "glacier", "iceberg", "butter", "wax", "candle", "paraffin", "cheese",
                    "chocolate", "coconut_oil", "ice_cream", "popsicle", "gallium", "lead", "tin", "aluminum", "iron",
-                   "steel", "copper", "gold", "silver", "glass", "salt", "sugar", "solder", "jelly", "gelatin",
-                   "glycerol", "glycerin"}
+                   "steel", "copper", "gold", "silver", "glass", "salt", "sugar", "solder", "jelly", "gelatin"}
 
 
 def describe(ev: Evidence, sc: Scene, labels: list[str]) -> str:
@@ -738,5 +885,3 @@ def score_prompt(prompt: str) -> tuple[dict[str, float], str, Evidence]:
     return conf, describe(ev, sc, labels), ev
 
 
-def _unused():  # keep linters quiet about math in older Pythons
-    return math.pi

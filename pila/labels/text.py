@@ -57,8 +57,8 @@ def _osa1(a: str, b: str) -> bool:
     return any(b[:i] + b[i + 1:] == a for i in range(len(b)))
 
 
-@lru_cache(maxsize=1)
-def load_lexicon(path: str | None = None) -> Lexicon:
+@lru_cache(maxsize=4)
+def load_lexicon(path: str | None = None, extra_vocab: frozenset[str] = frozenset()) -> Lexicon:
     """Parse `lexicon.txt` (format described in its header). Entries ending in '?' are notes and are skipped."""
     text = Path(path or LEXICON_PATH).read_text(encoding="utf-8")
     section, concepts, irregular, figurative, materials, common = None, {}, {}, [], {}, set()
@@ -85,7 +85,7 @@ def load_lexicon(path: str | None = None) -> Lexicon:
             common.update(line.split())
     # a concept line is a list of entries separated by spaces; multi-word entries are known from the
     # compound table below, so we rebuild them greedily: we store single words and registered phrases.
-    return _build(concepts, irregular, figurative, materials, common)
+    return _build(concepts, irregular, figurative, materials, common, extra_vocab)
 
 
 # multi-word entries are written with spaces in lexicon.txt; we recognise them by a phrase table built from
@@ -142,11 +142,11 @@ PHRASES = {
     "catch fire", "set alight", "light up", "switch on", "turn on", "switch off", "turn off", "bend light",
     "sea water", "salt water", "olive oil", "coconut oil", "arsenic trioxide", "ammonium chloride",
     "ice cream cone", "water vapor", "water vapour", "snow flake", "steam plume", "fire place",
-    "glass surface", "wood plank", "car tire", "paper towel", "hockey puck", "air filled", "tip over",
+    "glass surface", "wood plank", "boil off", "boil away", "car tire", "paper towel", "hockey puck", "air filled", "tip over",
 }
 
 
-def _build(concepts_raw, irregular, figurative, materials, common) -> Lexicon:
+def _build(concepts_raw, irregular, figurative, materials, common, extra_vocab=frozenset()) -> Lexicon:
     concepts: dict[str, set[str]] = {}
     for name, lines in concepts_raw.items():
         bag = concepts.setdefault(name, set())
@@ -157,7 +157,10 @@ def _build(concepts_raw, irregular, figurative, materials, common) -> Lexicon:
                 bag.add(entry)
     # lemmatise every entry with the same function used on prompts so that matching is consistent
     singles = {w for bag in concepts.values() for e in bag for w in e.split()}
-    singles |= set(irregular.values()) | {w for p in PHRASES for w in p.split()} | set(materials)
+    entries = set(singles)
+    singles |= set(irregular.values()) | {w for p in PHRASES for w in p.split()} | set(materials) | set(extra_vocab)
+    # a word that only occurs inside phrases ('rolling' of 'rolling pin') must not block its own lemmatisation
+    singles = {w for w in singles if w in entries or w in materials or not any(c in singles for c in _candidates(w)[1:])}
     vocab = frozenset(singles)
     pre = Lexicon(concepts={}, word_concepts={}, irregular=irregular, figurative=figurative, materials=materials,
                   common=frozenset(common), compounds={}, vocab=vocab)
@@ -219,6 +222,9 @@ def lemmatize(word: str, lex: Lexicon, irregular: bool = True) -> str:
     for c in cands:
         if c in lex.vocab:
             return c
+    for c in cands:
+        if c in lex.common:
+            return c
     return word
 
 
@@ -227,13 +233,18 @@ def correct_typo(word: str, lex: Lexicon) -> str | None:
     Only words of >= 5 letters that are neither known nor common are corrected; ties are refused."""
     if len(word) < 5 or word in lex.common or not word.isalpha():
         return None
-    for cand in _candidates(word):
-        if len(cand) < 4:
+    cands = _candidates(word)
+    if any(c in lex.common for c in cands):
+        return None
+    for cand in cands:
+        if len(cand) < 5:
             continue
         hits = set()
         for d in _deletes1(cand) | {cand}:
             hits |= {v for v in lex.deletes.get(d, ()) if _osa1(cand, v)}
-        hits = {h for h in hits if len(h) >= 4}
+        # typos keep the first letter; five-letter words only by a swap, a doubled or a dropped letter
+        hits = {h for h in hits if len(h) >= 5 and h[0] == cand[0] and (len(cand) > 5 or len(h) != len(cand)
+                                                                         or sorted(h) == sorted(cand))}
         if len(hits) == 1:
             return next(iter(hits))
     return None
@@ -262,6 +273,7 @@ def normalise(prompt: str) -> str:
                lambda m: m.group(1)[:-2] + " not" if not m.group(1).startswith(("wont", "cant")) else "will not", t)
     t = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", t)  # air-filled -> air filled, red-hot -> red hot
     t = re.sub(r"'s\b", "", t)
+    t = re.sub(r"([a-z])\1{2,}", r"\1\1", t)  # casual spelling: 'ooozing' -> 'oozing'
     return t
 
 
