@@ -97,6 +97,19 @@ def test_dtypes_run(dtype):
     out.losses["csrc"].backward()
 
 
+def test_fp32_weights_under_bf16_autocast():
+    """The trainer keeps fp32 weights and runs the step under bf16 autocast."""
+    a = _adapter()
+    _wake_decoder(a)
+    x, s, v, text = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = a(x, s, v, text, labels=torch.ones(2, 8), top_k=8, return_aux=True, compute_residuals=True)
+        loss = out.dv.float().square().mean() + out.losses["csrc"]
+    loss.backward()
+    assert torch.isfinite(loss) and out.losses["csrc"].dtype == torch.float32
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in a.parameters())
+
+
 def test_batch_rows_are_independent_cond_uncond():
     """CFG runs cond and uncond rows in one batch with one shared physics description."""
     a = _adapter()
