@@ -114,7 +114,8 @@ class Scene:
         self.lemmas = [t.lemma for t in self.toks]
         self.live = [t for t in self.toks if not t.neg]
         self.negated = [t for t in self.toks if t.neg and t.concepts]
-        self.live_lemmas = {t.lemma for t in self.live}
+        self.live_lemmas = {t.lemma for t in self.live} | {p for t in self.live if "_" in t.lemma
+                                                            for p in t.lemma.split("_")}
 
     def _noun_ctx(self, i: int) -> bool:
         """Is the ambiguous word at i used as a noun? Cues first, then the word's default reading."""
@@ -132,9 +133,8 @@ class Scene:
         if nxt is not None and nxt.text in DETERMINERS - {"of"}:
             return False  # "winds the spring", "sinks a ball"
         if prev is not None and (prev.text in ADJ_CUES or prev.text.endswith(("ing", "y", "ful", "ous")) and
-                                 prev.text not in {"slowly", "gently", "quickly", "steadily", "rapidly"}):
-            if not prev.text.endswith("ly"):
-                return True
+                                 not prev.concepts & NOUNS and not prev.text.endswith("ly")):
+            return True
         if prev is not None and prev.concepts & {"liquid", "granular", "a_hot", "a_cold", "a_wet", "water_body"}:
             return True   # "leaky tap", "rain shower", "kitchen sink"
         return AMBIGUOUS.get(t.lemma, "n") == "n"
@@ -240,6 +240,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                 t.concepts & {"container", "soft", "solid", "tool"}:
             modifier_liquids.append(t.lemma.split("_")[0])   # 'juice box', 'toothpaste tube'
     for i in sc.idx("liquid") + sc.idx("water_body"):
+        if sc.text_at(i - 1) in {"empty", "drained", "dry"} or sc.text_at(i - 2) in {"empty", "drained"}:
+            continue  # 'an empty swimming pool'
         if sc.text_at(i - 1) == "of" and sc.text_at(i - 2) in {"piece", "pieces", "block", "bar", "chunk", "slab",
                                                               "stick", "cube", "lump", "crystal", "crystals", "grain"}:
             continue  # 'a piece of boric acid' is a solid
@@ -310,7 +312,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     kettle = "kettle" in L
     if kettle and (L & {"whistle", "boil", "steam", "plume", "hiss", "bubble", "click", "sing", "scream", "shriek"}):
         boil_ev = boil_ev + [-1]
-        ev.add("Compressible Flow", 1.0, "steam from the kettle")
+        if L & {"whistle", "steam", "plume", "hiss", "scream", "shriek", "vapor", "cloud", "puff"}:
+            ev.add("Compressible Flow", 1.0, "steam jet from the kettle")
         liquids.append("water")
     if "plume" in L or ("cloud" in L and L & {"white", "rise", "billow", "puff"}):
         ev.add("Compressible Flow", 1.0, "rising plume")
@@ -323,6 +326,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                           r"vapou?r|gas|ice|solid|slush|mist)\b", sc.text)
     if turn_into:
         target = turn_into.group(3)
+        if target in liquids:
+            liquids.remove(target)   # the product of melting is not a flowing liquid by itself
         if target in {"water", "liquid", "slush"}:
             melt_ev = melt_ev + [-1]
         elif target in {"ice", "solid"}:
@@ -455,7 +460,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             not sc.has("liquid") or (sc.words("cold_source") and L & {"chill", "cool", "freeze"}):
         ev.add("Thermal", 0.6, "cooling in a " + sc.words("cold_source")[0].replace("_", " "))
 
-    thermal_only_liquid = bool((freeze_ev or sc.temps or condensation) and not boil_ev and not flow)
+    thermal_only_liquid = bool((freeze_ev or sc.temps or condensation or heat_ev or cool_ev) and not boil_ev and
+                               not flow)
 
     ball_like_early = any(s.endswith("ball") or s in {"ball", "duck", "toy", "rubber_ball", "rubber_duck", "rubber_toy",
                                                       "beach_ball", "bouncy_ball"} for s in solids + softs)
@@ -467,7 +473,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             w = 0.0   # the liquid is only heated/cooled: Thermal (and Phase Change), not flow (rules file)
         ev.add("Fluid", w, "liquid: " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in liquids)))
     if modifier_liquids and not thermal_only_liquid:
-        w = 0.35 + (0.7 if (flow or squeeze or L & {"squeeze", "spill", "leak"}) else 0.0)
+        w = 0.35 + (0.7 if (flow or squeeze or L & {"squeeze", "spill", "leak", "burst", "pop", "puncture"}) else 0.0)
         ev.add("Fluid", w, "liquid: " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in modifier_liquids)))
     flow_words = [sc.toks[i].lemma for i in flow if not (sc.toks[i].lemma == "dribble" and ball_like_early)]
     if flow_words and not condensation:
@@ -626,7 +632,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                 obj is None:
             continue  # "the liquid floats", "the temperature rises", "the point sinking"
         if not cands and subj is None and obj is None and v in {"fall", "drop", "roll", "slide", "tumble", "topple",
-                                                                 "bounce", "spin", "flip", "tip_over", "skid"}:
+                                                                 "bounce", "spin", "flip", "tip_over", "skid", "roll_away",
+                                                                 "slide_across"}:
             # no noun attached: accept a lone free solid of the sentence if nothing else could be moving
             pool = [t for t in sc.live if is_mover(t) and not t.concepts & {"tool"}]
             if pool and not liquids and not humans:
@@ -761,8 +768,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         subj = sc.subject_of(i)
         if subject_is_fluid(i):
             continue
-        if v == "bounce" and liquid_scene and not surfaces:
-            continue
+        if v == "bounce" and (liquid_scene and not surfaces or sc.text_at(i + 1) == "up"):
+            continue  # 'bounces up and down' on a spring is an oscillation, not an impact
         if is_mover(subj) or surfaces or is_mover(sc.object_of(i)) or (subj is not None and subj.concepts &
                                                                         {"body_part"}):
             ev.add("Collision", 1.2, f"impact ({v.replace('_', ' ')})")

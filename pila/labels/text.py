@@ -142,7 +142,7 @@ PHRASES = {
     "catch fire", "set alight", "light up", "switch on", "turn on", "switch off", "turn off", "bend light",
     "sea water", "salt water", "olive oil", "coconut oil", "arsenic trioxide", "ammonium chloride",
     "ice cream cone", "water vapor", "water vapour", "snow flake", "steam plume", "fire place",
-    "glass surface", "wood plank", "boil off", "boil away", "car tire", "paper towel", "hockey puck", "air filled", "tip over",
+    "glass surface", "wood plank", "boil off", "boil away", "rolling boil", "car tire", "paper towel", "hockey puck", "air filled", "tip over",
 }
 
 
@@ -157,7 +157,7 @@ def _build(concepts_raw, irregular, figurative, materials, common, extra_vocab=f
                 bag.add(entry)
     # lemmatise every entry with the same function used on prompts so that matching is consistent
     singles = {w for bag in concepts.values() for e in bag for w in e.split()}
-    entries = set(singles)
+    entries = {e for bag in concepts.values() for e in bag if " " not in e}
     singles |= set(irregular.values()) | {w for p in PHRASES for w in p.split()} | set(materials) | set(extra_vocab)
     # a word that only occurs inside phrases ('rolling' of 'rolling pin') must not block its own lemmatisation
     singles = {w for w in singles if w in entries or w in materials or not any(c in singles for c in _candidates(w)[1:])}
