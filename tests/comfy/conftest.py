@@ -143,6 +143,15 @@ def comfy_base(tmp_path_factory, comfyui_path) -> Path:
         subprocess.run([sys.executable, str(HERE / "tiny_wan.py"), str(dm / name), "--comfyui", str(comfyui_path), *extra],
                        check=True, capture_output=True, timeout=300)
     save_adapter(base / "models" / "pila" / "tiny_pila.safetensors", tiny_adapter())
+    # the shipped workflows' model files, so that their file combos are legal here (empty: never loaded)
+    for wf in sorted((REPO / "workflows").glob("*.json")):
+        for node in json.loads(wf.read_text())["nodes"]:
+            for m in node.get("properties", {}).get("models", []):
+                (base / "models" / m["directory"]).mkdir(parents=True, exist_ok=True)
+                (base / "models" / m["directory"] / m["name"]).touch()
+            if node["type"] == "PILAAdapterLoader":  # a real (tiny) adapter under the workflow's adapter name
+                shutil.copy(base / "models" / "pila" / "tiny_pila.safetensors",
+                            base / "models" / "pila" / node["widgets_values"][0])
     (base / "models" / "pila" / "not_an_adapter.safetensors").write_bytes(b"\x00" * 64)
     return base
 
