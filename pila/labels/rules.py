@@ -240,7 +240,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                 t.concepts & {"container", "soft", "solid", "tool"}:
             modifier_liquids.append(t.lemma.split("_")[0])   # 'juice box', 'toothpaste tube'
     for i in sc.idx("liquid") + sc.idx("water_body"):
-        if sc.text_at(i - 1) in {"empty", "drained", "dry"} or sc.text_at(i - 2) in {"empty", "drained"}:
+        if sc.text_at(i - 1) in {"empty", "drained", "dry", "frozen", "iced"} or sc.text_at(i - 2) in {"empty",
+                                                                                                     "drained"}:
             continue  # 'an empty swimming pool'
         if sc.text_at(i - 1) == "of" and sc.text_at(i - 2) in {"piece", "pieces", "block", "bar", "chunk", "slab",
                                                               "stick", "cube", "lump", "crystal", "crystals", "grain"}:
@@ -377,7 +378,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     cold_here = any(t.text in {"cold", "cool", "chilled", "icy", "freezing", "frosty"} for t in sc.live)
     contact_here = bool(L & {"contact", "touch", "meet", "hit", "land", "reach", "against", "onto", "cover", "form",
                              "bead", "collect", "gather", "settle"})
-    condensation = bool(cond) or (vapour_here and cold_here and contact_here)
+    condensation = bool(cond) or (vapour_here and cold_here and contact_here) or \
+        ("sweat" in L and cold_here and bool(sc.words("container")))  # a cold glass 'sweating'
     if condensation:
         ev.add("Phase Change", 1.2, "condensation of vapour on a cold surface")
         ev.add("Thermal", 1.2, "cooling by the cold surface")
@@ -400,7 +402,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     if boil_ev:
         ev.add("Phase Change", 1.2, "boiling (liquid to vapour)")
         ev.add("Thermal", 1.2, "heating to the boiling point")
-        ev.add("Fluid", 1.0 if (liquids or kettle or temp_state == "boil") else 0.3, "boiling liquid")
+        ev.add("Fluid", 1.0, "boiling liquid")  # boiling always involves a liquid (rules file)
     elif boil_attr:
         ev.add("Phase Change", 0.6, "boiling")
         ev.add("Thermal", 0.6, "heating")
@@ -431,9 +433,11 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             ev.add("Phase Change", 1.0, "acid chars/dissolves organic matter")
 
     # thermal words
+    heat_src = sc.words("heat_source")
     for i in heat_ev:
-        ev.add("Thermal", 1.2 if sc.toks[i].lemma not in {"cook", "fry", "roast", "bake", "toast", "grill"} else 0.3,
-               "heating")
+        cooking = sc.toks[i].lemma in {"cook", "fry", "roast", "bake", "toast", "grill"}
+        ev.add("Thermal", 1.2 if not cooking or heat_src else 0.3,
+               "heating" + (f" ({heat_src[0].replace('_', ' ')})" if heat_src else ""))
     for i in cool_ev:
         if sc.toks[i].lemma != "freeze":
             ev.add("Thermal", 1.2, "cooling")
@@ -651,8 +655,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             continue
         if v == "swing" and all(t.lemma in strike_tools for t in cands):
             continue
-        if v in {"rise", "ascend"} and not mover.concepts & {"solid", "vehicle"}:
-            continue
+        if v in {"rise", "ascend", "soar"} and not (mover.concepts & {"vehicle"} or mover.lemma in {"balloon", "kite"} or
+                                                    L & {"air", "sky", "upward", "upwards"}):
+            continue  # 'bread rising', 'the tide rises': not a body's free flight
         rigid_reason = v
         ev.add("Rigid Body", 1.2, f"rigid-body motion ({v.replace('_', ' ')} of {mover.lemma.replace('_', ' ')})")
         break
@@ -670,6 +675,11 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         for i in strike:
             v = sc.toks[i].lemma
             after = {sc.text_at(j) for j in range(i + 1, min(len(sc.toks), i + 7))}
+            if sc.text_at(i + 1) in {"off", "over", "down", "away"} and is_mover(sc.subject_of(i)) and \
+                    sc.subject_of(i).lemma not in strike_tools:
+                ev.add("Rigid Body", 1.0, f"{sc.subject_of(i).lemma.replace('_', ' ')} knocked {sc.text_at(i + 1)}")
+                rigid_reason = v
+                break
             if hit_objs and (v in STRONG_STRIKE or after & DIRECTIONAL):
                 if hit_objs - {"nail"} or after & {"into", "through"}:
                     ev.add("Rigid Body", 1.0, f"struck {sorted(hit_objs)[0].replace('_', ' ')} moves")

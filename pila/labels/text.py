@@ -242,9 +242,8 @@ def correct_typo(word: str, lex: Lexicon) -> str | None:
         hits = set()
         for d in _deletes1(cand) | {cand}:
             hits |= {v for v in lex.deletes.get(d, ()) if _osa1(cand, v)}
-        # typos keep the first letter; five-letter words only by a swap, a doubled or a dropped letter
-        hits = {h for h in hits if len(h) >= 5 and h[0] == cand[0] and (len(cand) > 5 or len(h) != len(cand)
-                                                                         or sorted(h) == sorted(cand))}
+        # typos keep the first letter; five-letter words only by a doubled or a dropped letter
+        hits = {h for h in hits if len(h) >= 5 and h[0] == cand[0] and (len(cand) > 5 or len(h) != len(cand))}
         if len(hits) == 1:
             return next(iter(hits))
     return None
