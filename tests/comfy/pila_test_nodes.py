@@ -21,7 +21,7 @@ class PILATestConditioning:
 
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "make"
-    CATEGORY = "PILA/test"
+    CATEGORY = "_for_testing/pila_tests"
 
     def make(self, seed, tokens):
         g = torch.Generator().manual_seed(seed)
@@ -37,7 +37,7 @@ class PILATestCallCounter:
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
-    CATEGORY = "PILA/test"
+    CATEGORY = "_for_testing/pila_tests"
 
     def patch(self, model, name):
         log = LOGS.setdefault(name, [])
@@ -60,7 +60,7 @@ class PILATestCallLog:
     RETURN_TYPES = ()
     FUNCTION = "show"
     OUTPUT_NODE = True
-    CATEGORY = "PILA/test"
+    CATEGORY = "_for_testing/pila_tests"
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
