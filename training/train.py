@@ -654,16 +654,17 @@ def new_adapter(cfg: TrainConfig) -> PILAAdapter:
 
 
 def initial_adapter(stage: str, cfg: TrainConfig) -> PILAAdapter:
-    """Each stage starts from the previous stage's adapter (A from --init_adapter or a fresh adapter)."""
-    prev = {"B": "A", "C": "B"}.get(stage)
-    if prev is not None and (stage_dir(cfg, prev) / "adapter.safetensors").is_file():
-        return load_adapter(stage_dir(cfg, prev) / "adapter.safetensors").train()
-    if prev is not None and stage != cfg.stages[0]:
-        raise FileNotFoundError(f"stage {stage} needs {stage_dir(cfg, prev)}/adapter.safetensors (run stage {prev} first)")
+    """Each stage starts from the latest earlier stage's adapter (C from B, or from A when B is not run);
+    the first stage from --init_adapter or a fresh adapter."""
+    for prev in reversed("ABC"[: "ABC".index(stage)]):
+        if (stage_dir(cfg, prev) / "adapter.safetensors").is_file():
+            return load_adapter(stage_dir(cfg, prev) / "adapter.safetensors").train()
+    if stage != cfg.stages[0]:
+        raise FileNotFoundError(f"stage {stage} found no earlier stage's adapter under {cfg.out}")
     if cfg.init_adapter:
         return load_adapter(cfg.init_adapter).train()
-    if prev is not None:
-        log.warning("stage %s: no stage %s adapter at %s; starting from a fresh adapter", stage, prev, stage_dir(cfg, prev))
+    if stage != "A":
+        log.warning("stage %s: no earlier stage's adapter under %s; starting from a fresh adapter", stage, cfg.out)
     return new_adapter(cfg)
 
 
@@ -776,6 +777,8 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     bar.close()
     if writer is not None:
         writer.close()
+    if d.world > 1 and cfg.strategy == "ddp":
+        _LAST_CHECKSUM["value"] = checksum(model.adapter)
     if d.main:
         save_adapter(final, _plain_adapter(model, cfg), extra_metadata={
             "stage": stage, "steps": total, "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("out", "cache")},
@@ -892,6 +895,8 @@ def train(cfg: TrainConfig, *, data=None, backbone=None, d: Dist | None = None) 
             path = run_stage(stage, cfg, d, data, backbone)
     except StopTraining:
         return None
+    if d.world > 1 and path is not None:
+        _check_ranks_agree(path, cfg, d)
     if d.main and path is not None:
         final = Path(cfg.out) / "adapter.safetensors"
         tmp = final.with_name(final.name + ".tmp")
@@ -900,6 +905,28 @@ def train(cfg: TrainConfig, *, data=None, backbone=None, d: Dist | None = None) 
         path = final
     barrier(d)
     return path
+
+
+def _check_ranks_agree(path: Path, cfg: TrainConfig, d: Dist) -> None:
+    """Every rank reports a checksum of its own adapter weights; they must agree (written to rank_checksums.json)."""
+    import torch.distributed as dist
+    sums: list = [None] * d.world
+    dist.all_gather_object(sums, _LAST_CHECKSUM.get("value"))
+    if d.main:
+        (Path(cfg.out) / "rank_checksums.json").write_text(json.dumps(sums))
+        if len(set(sums)) != 1:
+            raise RuntimeError(f"ranks ended with different adapter weights: {sums}")
+
+
+_LAST_CHECKSUM: dict = {}
+
+
+def checksum(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def main(argv=None) -> None:

@@ -97,7 +97,7 @@ def build_wan(config: str | dict = "1.3b", *, device="cpu", dtype=torch.float32,
         if seed is not None:
             torch.manual_seed(seed)
         model = WanTransformer3DModel.from_config(cfg)
-    return model.to(device=device, dtype=dtype)
+    return cast_wan(model, dtype).to(device=device)
 
 
 def read_wan_file(path: str | Path) -> dict[str, Tensor]:
@@ -130,7 +130,9 @@ def load_wan(path: str | Path, config: str | dict = "1.3b", *, device="cpu", dty
         raise ValueError(f"{path} does not match the Wan config {config!r}: "
                          f"missing [{show(missing)}]; unexpected [{show(unexpected)}]; shapes [{show(bad_shape)}]. "
                          "Check that the file is a Wan 2.1 T2V transformer and that --wan-config matches its size.")
-    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
+    keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    model.load_state_dict({k: v.to(torch.float32 if _keep_fp32(k, keep) else dtype) for k, v in sd.items()},
+                          strict=True, assign=True)
     # non-persistent buffers (the RoPE tables) were made on the meta device: rebuild them on the CPU
     for mod in model.modules():
         for name, buf in list(mod._buffers.items()):
@@ -140,6 +142,20 @@ def load_wan(path: str | Path, config: str | dict = "1.3b", *, device="cpu", dty
                     raise RuntimeError(f"cannot rebuild buffer {name} of {type(mod).__name__}")
                 mod._buffers[name] = fresh._buffers[name]
     return model.to(device=device)
+
+
+def _keep_fp32(name: str, keep: tuple[str, ...]) -> bool:
+    """diffusers keeps some Wan modules (norms, time embedder, modulation tables) in fp32 under bf16."""
+    parts = name.split(".")
+    return any(k in parts for k in keep)
+
+
+def cast_wan(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast to `dtype` but keep diffusers' `_keep_in_fp32_modules` in float32 (what from_pretrained does)."""
+    keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, p in model.named_parameters():
+        p.data = p.data.to(torch.float32 if _keep_fp32(name, keep) else dtype)
+    return model
 
 
 def _rope_args(rope) -> tuple:
