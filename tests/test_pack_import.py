@@ -1,0 +1,47 @@
+"""The pack's root package imports without ComfyUI and without importing any ComfyUI module (pytest collection
+and pip must work on a machine with no ComfyUI)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = r"""
+import asyncio, importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("comfyui_pila", ROOT + "/__init__.py", submodule_search_locations=[ROOT])
+mod = importlib.util.module_from_spec(spec)
+sys.modules["comfyui_pila"] = mod
+spec.loader.exec_module(mod)
+comfy_like = sorted(k for k in sys.modules if k.split(".")[0] in
+                    ("comfy", "comfy_api", "comfy_execution", "folder_paths", "execution", "server", "nodes",
+                     "comfyui_pila.nodes"))
+try:
+    asyncio.run(mod.comfy_entrypoint())
+    entry_error = None
+except ImportError as e:
+    entry_error = f"{type(e).__name__}: {e}"
+print(json.dumps({"entrypoint": callable(getattr(mod, "comfy_entrypoint", None)),
+                  "legacy": hasattr(mod, "NODE_CLASS_MAPPINGS"), "comfy_modules": comfy_like,
+                  "entry_error": entry_error}))
+"""
+
+
+def test_root_package_imports_without_comfyui():
+    code = f"ROOT = {str(ROOT)!r}\n" + PROBE
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["entrypoint"], "the pack must expose comfy_entrypoint() (V3 API)"
+    assert not out["legacy"], "NODE_CLASS_MAPPINGS beside comfy_entrypoint makes ComfyUI load only the legacy nodes"
+    assert out["comfy_modules"] == [], f"importing the pack pulled in ComfyUI modules: {out['comfy_modules']}"
+    # without ComfyUI the entry point fails cleanly on the missing ComfyUI module, not deep inside PILA
+    assert out["entry_error"] and "comfy" in out["entry_error"], out
+
+
+def test_pila_patch_has_no_comfyui_dependency():
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, %r); import pila.patch, pila.steps, "
+                        "pila.diagnostics, pila.compat; print(sorted(k for k in sys.modules if k.startswith('comfy')))"
+                        % str(ROOT)], capture_output=True, text=True, timeout=120, cwd="/")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
