@@ -142,7 +142,8 @@ class Scene:
     def _disambiguate(self) -> None:
         nouns = set(NOUN_CLASSES)
         for i, t in enumerate(self.toks):
-            if t.text.endswith("y") and t.text != t.lemma and t.concepts and t.text not in self.lex.irregular:
+            if t.text.endswith("y") and " " not in t.text and t.text != t.lemma and t.concepts and \
+                    t.text not in self.lex.irregular:
                 # '-y' adjectives of nouns ('creamy', 'sandy', 'frothy') describe texture, not the stuff itself,
                 # except for gas words ('steamy', 'fizzy', 'smoky', 'frothy')
                 t.concepts = frozenset(c for c in t.concepts if c in {"gas", "v_gas", "carbonated"})

@@ -1,0 +1,219 @@
+"""Physics label parser (SPEC section 9): dev-file figures, own held-out set, indirect / negated / figurative /
+typo examples, determinism, the CLI, and the optional LLM parser (fallback on garbage, happy path)."""
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from pila.labels import ParseResult, get_parser, parse
+from pila.labels.__main__ import main as cli
+from pila.labels.evaluate import baseline_most_frequent_set, load_jsonl, score
+from pila.taxonomy import CATEGORIES
+
+HERE = Path(__file__).resolve().parent
+HELDOUT = HERE / "data" / "labels_heldout.jsonl"
+R, E, F, G, P, X, T, O = CATEGORIES
+
+# measured with the default parser (see the report in pila/labels/README section of the project README):
+# dev 0.970 / 0.920, own held-out 0.965 / 0.905; floors leave a small margin below these, and far above the
+# keyword-free baseline (always the most frequent label set: dev 0.424 / 0.335, held-out 0.000 / 0.189)
+DEV_FLOOR = {"micro_f1": 0.93, "exact_match": 0.86}
+HELDOUT_FLOOR = {"micro_f1": 0.90, "exact_match": 0.80}
+
+
+def _run_cli(capsys, *argv) -> str:
+    assert cli(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def _figures(out: str) -> dict:
+    lines = out.strip().splitlines()
+    assert re.fullmatch(r"micro_f1: \d\.\d{3}", lines[-2]), lines[-2]
+    assert re.fullmatch(r"exact_match: \d\.\d{3}", lines[-1]), lines[-1]
+    assert any(line.startswith("mean_ms_per_prompt:") for line in lines[:-2])
+    for c in CATEGORIES:
+        assert any(line.startswith(c) for line in lines), f"no table row for {c}"
+    return {"micro_f1": float(lines[-2].split()[1]), "exact_match": float(lines[-1].split()[1])}
+
+
+def test_dev_file_figures_beat_keyword_free_baseline(shared_dir, capsys):
+    dev = shared_dir / "data" / "physics_labels_dev.jsonl"
+    if not dev.is_file():
+        pytest.skip(f"{dev} not found")
+    fig = _figures(_run_cli(capsys, "evaluate", str(dev)))
+    gold = [r["labels"] for r in load_jsonl(dev)]
+    base = score(gold, [baseline_most_frequent_set(gold)] * len(gold))
+    assert base["micro_f1"] < 0.5 and base["exact_match"] < 0.4, base   # the floor below is out of its reach
+    assert fig["micro_f1"] >= DEV_FLOOR["micro_f1"], fig
+    assert fig["exact_match"] >= DEV_FLOOR["exact_match"], fig
+
+
+def test_own_heldout_set(capsys):
+    """Differently phrased prompts (casual, typos, indirect, negated, figurative), labelled by the rules file."""
+    rows = load_jsonl(HELDOUT)
+    assert len(rows) >= 60
+    fig = _figures(_run_cli(capsys, "evaluate", str(HELDOUT)))
+    assert fig["micro_f1"] >= HELDOUT_FLOOR["micro_f1"], fig
+    assert fig["exact_match"] >= HELDOUT_FLOOR["exact_match"], fig
+
+
+@pytest.mark.parametrize("prompt, must, must_not", [
+    # indirect descriptions: no category keyword in the prompt
+    ("the kettle starts to whistle and a white plume rises", {F, G, P, T}, {R, X}),
+    ("butter sizzling in a hot frying pan", {P, T}, {R, E}),
+    ("a cold glass of lemonade sweating on a humid day", {P, T}, set()),
+    ("frozen peas thawing on the counter", {P, T}, {F}),
+    ("the iron bar glows red hot in the forge", {T, O}, set()),
+    # negations
+    ("an ice cube sits on a plate without melting", set(), {P, T, F}),
+    ("the wine glass tips over and hits the floor but doesn't break", {R, X}, set()),
+    ("an empty swimming pool with no water in it", set(), {F}),
+    ("the ball didn't bounce, it just rolled away", {R}, {X}),
+    ("no smoke, no flames, just a cold fireplace", set(), {P, T, G}),
+    # figurative uses
+    ("a melting pot of cultures in a busy city", set(), set(CATEGORIES)),
+    ("she gave him a cold stare across the room", set(), set(CATEGORIES)),
+    ("two senators in a heated debate on live tv", set(), set(CATEGORIES)),
+    ("breaking news: the stock market crashed today", set(), set(CATEGORIES)),
+    ("a flood of emails hit my inbox monday morning", set(), set(CATEGORIES)),
+    ("my heart melted when i saw the puppy", set(), set(CATEGORIES)),
+    # casual phrasing and typos
+    ("lol my phone slid off the desk and smacked the tiles", {R, X}, {F}),
+    ("choclate bar melting in the hot sun", {P, T}, set()),
+    ("kettel boiling over on the stove", {F, P, T}, set()),
+    ("syrup ooozing over a stack of pancakes", {F}, set()),
+])
+def test_examples(prompt, must, must_not):
+    r = parse(prompt)
+    assert must <= set(r.labels), (prompt, r.labels, r.description)
+    assert not (must_not & set(r.labels)), (prompt, r.labels, r.description)
+
+
+def test_result_contract():
+    r = parse("A rubber ball is thrown against a brick wall and bounces back")
+    assert isinstance(r, ParseResult) and r.source == "default"
+    assert r.labels == [c for c in CATEGORIES if c in r.labels], "labels must be in canonical order"
+    assert list(r.confidences) == list(CATEGORIES)
+    assert all(0.0 <= v <= 1.0 for v in r.confidences.values())
+    assert all((r.confidences[c] >= 0.5) == (c in r.labels) for c in CATEGORIES)
+    y = r.multi_hot()
+    assert y.shape == (8,) and y.dtype == torch.float32
+    assert [CATEGORIES[i] for i in range(8) if y[i] > 0.5] == r.labels
+    assert {R, X} <= set(r.labels)
+    assert "ball" in r.description and "rigid-body" in r.description
+    assert parse("").labels == [] and parse("").description
+
+
+def test_description_names_objects_and_mechanisms():
+    d = parse("the kettle starts to whistle and a white plume rises").description.lower()
+    assert "kettle" in d and "boil" in d and "steam" in d
+    d = parse("a melting pot of cultures").description.lower()
+    assert "figurative" in d and "melting pot" in d
+    d = parse("an ice cube just sits on the plate without melting").description.lower()
+    assert "negated" in d and "melt" in d
+
+
+def test_deterministic_and_stateless():
+    prompts = [json.loads(line)["prompt"] for line in HELDOUT.read_text().splitlines()[:30]]
+    first = [parse(p) for p in prompts]
+    again = [parse(p) for p in reversed(prompts)][::-1]
+    for a, b in zip(first, again):
+        assert a.labels == b.labels and a.confidences == b.confidences and a.description == b.description
+
+
+def test_cli_parse_json(capsys):
+    out = _run_cli(capsys, "parse", "honey drips slowly off a spoon", "--json")
+    obj = json.loads(out)
+    assert obj["labels"] == [F] and obj["source"] == "default" and set(obj["confidences"]) == set(CATEGORIES)
+
+
+def test_parser_errors_say_what_to_do(tmp_path):
+    with pytest.raises(ValueError, match="model_dir"):
+        get_parser("llm")
+    with pytest.raises(OSError, match="does not exist"):
+        get_parser("llm", model_dir=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="default"):
+        get_parser("gpt")
+
+
+# ---------------------------------------------------------------- optional LLM parser
+
+def _tiny_random_lm(path: Path) -> Path:
+    """A 1-layer GPT-2 with random weights and a word-level tokenizer built offline: its output is garbage."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from pila.compat import ensure_torchvision_importable
+    ensure_torchvision_importable()
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = ["[UNK]", "[PAD]", "[EOS]", "{", "}", '"', ":", ",", "[", "]", "labels", "description", "Fluid",
+             "Rigid", "Body", "water", "ball", "falls", "the", "a", "Prompt", "Answer", "JSON", "with", "only"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(words), n_positions=512, n_embd=16, n_layer=1, n_head=2,
+                     bos_token_id=2, eos_token_id=2, pad_token_id=1)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def test_llm_garbage_output_falls_back_with_logged_reason(tmp_path, caplog):
+    model_dir = _tiny_random_lm(tmp_path / "tiny-lm")
+    parser = get_parser("llm", model_dir=str(model_dir), max_new_tokens=12)
+    prompt = "a ball falls into the water"
+    with caplog.at_level(logging.WARNING, logger="pila.labels.llm"):
+        r = parser(prompt)
+    assert r.source.startswith("llm->default fallback: "), r.source
+    assert any("falling back" in rec.getMessage() for rec in caplog.records)
+    ref = parse(prompt)
+    assert r.labels == ref.labels and r.description == ref.description
+
+
+def _fake_llm(monkeypatch, tmp_path, answers):
+    from pila.labels import llm as llm_mod
+    model_dir = _tiny_random_lm(tmp_path / "tiny-lm")
+    parser = llm_mod.LLMParser(str(model_dir), max_new_tokens=4)
+    replies = iter(answers)
+    seen = []
+
+    def fake_generate(text):
+        seen.append(text)
+        return next(replies)
+    monkeypatch.setattr(parser, "generate", fake_generate)
+    return parser, seen
+
+
+def test_llm_happy_path_two_steps(monkeypatch, tmp_path):
+    desc = "A ceramic mug falls and strikes a tiled floor: rigid-body fall, impact."
+    parser, seen = _fake_llm(monkeypatch, tmp_path, [
+        f'Sure! ```json\n{{"description": "{desc}"}}\n```',
+        '{"labels": ["Collision", "rigid body"], "confidences": {"Collision": 0.95, "Rigid Body": 0.8, "Fluid": 0.05}}',
+    ])
+    r = parser("Ceramic mug crashing into tiled floor.")
+    assert r.source == "llm"
+    assert r.labels == [R, X]                       # canonical order, alias accepted
+    assert r.description == desc
+    assert r.confidences[X] == 0.95 and r.confidences[F] == 0.05 and set(r.confidences) == set(CATEGORIES)
+    assert "Ceramic mug crashing" in seen[0] and desc in seen[1]   # step 2 works on step 1's description
+    assert r.multi_hot().sum() == 2
+
+
+@pytest.mark.parametrize("step2, reason", [
+    ('{"labels": ["Magnetism"]}', "unknown category"),
+    ('{"labels": ' + json.dumps(list(CATEGORIES) + ["Fluid"]) + "}", "> 8"),
+    ('{"labels": "Fluid"}', "list"),
+    ('{"labels": ["Fluid"], "confidences": {"Fluid": 3}}', "confidence"),
+    ("labels: Fluid", "no JSON"),
+])
+def test_llm_invalid_answers_fall_back(monkeypatch, tmp_path, caplog, step2, reason):
+    parser, _ = _fake_llm(monkeypatch, tmp_path, ['{"description": "water is poured"}', step2])
+    with caplog.at_level(logging.WARNING, logger="pila.labels.llm"):
+        r = parser("Water pouring from a jug into a glass.")
+    assert r.source.startswith("llm->default fallback") and reason in r.source, r.source
+    assert r.labels == [F]                          # the default parser's answer
+    assert any(reason in rec.getMessage() for rec in caplog.records)
