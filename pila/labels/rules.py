@@ -90,6 +90,7 @@ def conf_from_score(s: float) -> float:
 class Evidence:
     score: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in CATEGORIES})
     why: dict[str, list[str]] = field(default_factory=lambda: {c: [] for c in CATEGORIES})
+    implied: list[str] = field(default_factory=list)  # objects inferred from indirect cues (kettle -> water)
 
     def add(self, cat: str, w: float, reason: str) -> None:
         self.score[cat] += w
@@ -221,7 +222,8 @@ class Scene:
 def _attributive(scene: Scene, i: int) -> bool:
     """An adjective directly before a noun ('hot soup', 'cold stare'), as opposed to a predicate ('gets hot')."""
     nxt = scene.toks[i + 1] if i + 1 < len(scene.toks) else None
-    return nxt is not None and nxt.text not in PUNCT and bool(nxt.concepts & set(NOUN_CLASSES) or nxt.text.isalpha()
+    return nxt is not None and nxt.text not in PUNCT and bool(nxt.concepts & set(NOUN_CLASSES) or
+                                                               nxt.text.replace(" ", "").isalpha()
                                                                and nxt.text not in {"in", "on", "at", "and", "as",
                                                                                     "from", "to", "with", "by", "for",
                                                                                     "when", "while", "enough", "now"})
@@ -308,7 +310,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     melt_ev = list(melt)  # 'melted ice cream dripping' still tells of melting (dev conventions)
     freeze_ev, boil_ev = eventive(freeze), eventive(boil)
     heat_ev, cool_ev, burn_ev = verb_use(heat), verb_use(cool), eventive(burn)
-    boil_attr = [i for i in boil if i not in boil_ev and sc.toks[i].text == "boiling"]
+    boil_attr = [i for i in boil if sc.toks[i].text == "boiling" and
+                 sc.toks[i + 1 if i + 1 < len(sc.toks) else i].concepts & {"container", "heat_source"}]
+    boil_ev = [i for i in boil_ev if i not in boil_attr]  # 'steam from a boiling pot': the pot, not the event
 
     # ---------------- indirect descriptions ----------------
     kettle = "kettle" in L
@@ -317,6 +321,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         if L & {"whistle", "steam", "plume", "hiss", "scream", "shriek", "vapor", "cloud", "puff"}:
             ev.add("Compressible Flow", 1.0, "steam jet from the kettle")
         liquids.append("water")
+        ev.implied += ["water", "steam"]
     if "plume" in L or ("cloud" in L and L & {"white", "rise", "billow", "puff"}):
         ev.add("Compressible Flow", 1.0, "rising plume")
     if "sizzle" in L:
@@ -403,7 +408,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     if boil_ev:
         ev.add("Phase Change", 1.2, "boiling (liquid to vapour)")
         ev.add("Thermal", 1.2, "heating to the boiling point")
-        ev.add("Fluid", 1.0, "boiling liquid")  # boiling always involves a liquid (rules file)
+        ev.add("Fluid", 1.0, "boiling " + (liquids[0].replace("_", " ") if liquids else "liquid")
+               + " (liquid flow)")  # boiling always involves a liquid (rules file)
     elif boil_attr:
         ev.add("Phase Change", 0.6, "boiling")
         ev.add("Thermal", 0.6, "heating")
@@ -476,10 +482,10 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         w = 1.2
         if thermal_only_liquid:
             w = 0.0   # the liquid is only heated/cooled: Thermal (and Phase Change), not flow (rules file)
-        ev.add("Fluid", w, "liquid: " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in liquids)))
+        ev.add("Fluid", w, "flow of " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in liquids)))
     if modifier_liquids and not thermal_only_liquid:
         w = 0.35 + (0.7 if (flow or squeeze or L & {"squeeze", "spill", "leak", "burst", "pop", "puncture"}) else 0.0)
-        ev.add("Fluid", w, "liquid: " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in modifier_liquids)))
+        ev.add("Fluid", w, "flow of " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in modifier_liquids)))
     flow_words = [sc.toks[i].lemma for i in flow if not (sc.toks[i].lemma == "dribble" and ball_like_early)]
     if flow_words and not condensation:
         strong = [w for w in flow_words if w not in {"spread", "fill", "shower", "mix", "merge", "combine",
@@ -579,7 +585,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     if elastics:
         only_ball = all(e in {"stress_ball"} for e in elastics) and False
         if not only_ball:
-            ev.add("Elastic", 1.2, "elastic body: " + ", ".join(e.replace("_", " ") for e in elastics[:3]))
+            ev.add("Elastic", 1.2, ", ".join(e.replace("_", " ") for e in elastics[:3]) + " deforms elastically")
     if fabrics:
         fab_def = [w for w in deform_words if w not in {"pop", "burst", "expand", "shrink", "contract", "bulge",
                                                        "puncture", "wave"}] + squeeze_words
@@ -872,17 +878,31 @@ def describe(ev: Evidence, sc: Scene, labels: list[str]) -> str:
                          "gas", "granular", "soluble", "heat_source", "light_source", "aerosol_source", "carbonated",
                          "co2_reactant", "acid"} and not t.concepts & {"human", "body_part"}:
             name = t.lemma.replace("_", " ")
-            if name not in objs:
+            if name not in objs and name not in {"piece", "chunk", "bit", "slab", "fragment", "shard", "block"}:
                 objs.append(name)
+    objs += [o for o in ev.implied if o not in objs]
+    for i, t in enumerate(sc.toks[:-2]):
+        if t.text in {"piece", "pieces", "block", "bar", "chunk", "lump", "slab", "sheet"} and sc.toks[i + 1].text == "of":
+            nxt = sc.toks[i + 2]
+            if nxt.text.isalpha() and nxt.lemma.replace("_", " ") not in objs and not nxt.neg:
+                objs.insert(0, nxt.text)   # 'a piece of calcium': name the material even if the lexicon lacks it
     head = ", ".join(objs[:4]) if objs else "scene"
     head = head[0].upper() + head[1:]
-    parts = []
     names = {"Rigid Body": "rigid-body motion", "Elastic": "elastic deformation", "Fluid": "liquid flow",
-             "Compressible Flow": "compressible (gas) flow", "Phase Change": "phase change",
-             "Collision": "contact/collision", "Thermal": "heat transfer", "Optical": "light transport"}
-    for c in labels:
-        why = ev.why[c][0] if ev.why[c] else ""
-        parts.append(f"{why} ({names[c]})" if why else names[c])
+             "Compressible Flow": "compressible flow", "Phase Change": "phase change",
+             "Collision": "contact/collision", "Thermal": "heat transfer", "Optical": "light"}
+    order = ["Phase Change", "Fluid", "Compressible Flow", "Rigid Body", "Elastic", "Collision", "Thermal", "Optical"]
+    parts = []
+    for c in [c for c in order if c in labels]:
+        if c == "Thermal" and "Phase Change" in labels:
+            continue  # folded into the phase-change phrase
+        why = ev.why[c][0] if ev.why[c] else names[c]
+        key = names[c].split()[0].split("/")[0]
+        phrase = why if key in why else f"{why} ({names[c]})"
+        if c == "Phase Change" and "Thermal" in labels:
+            tw = ev.why["Thermal"][0] if ev.why["Thermal"] else "heat transfer"
+            phrase += f", {tw} (heat transfer)"
+        parts.append(phrase)
     body = "; ".join(parts) if parts else "no salient physical process"
     notes = []
     if sc.figurative:

@@ -16,6 +16,7 @@ LEXICON_PATH = Path(__file__).with_name("lexicon.txt")
 NEGATORS = frozenset({"not", "no", "never", "without", "nothing", "none", "neither", "nor", "nobody", "nowhere"})
 SCOPE_BREAKERS = frozenset({"but", "and", "while", "when", "as", "because", "though", "although", "yet", "until",
                             "so", "then", "instead", "whereas", "which", "who", "after", "before", "just", "only"})
+INHERITING = frozenset({"organic", "acid", "soluble"})  # compounds with only these concepts take their head's
 NEGATION_WINDOW = 4  # tokens after a cue that it can reach
 PUNCT = frozenset(".,;:!?()")
 DETERMINERS = frozenset({"a", "an", "the", "this", "that", "these", "those", "some", "any", "his", "her", "their", "my",
@@ -308,6 +309,9 @@ def tokenize(text: str, lex: Lexicon) -> list[Token]:
     _mark_negation(toks)
     for t in toks:
         t.concepts = lex.word_concepts.get(t.lemma, frozenset())
+        if "_" in t.lemma and t.concepts <= INHERITING:
+            # a compound is its head noun unless listed otherwise: 'rubber balloon' is a balloon
+            t.concepts = t.concepts | lex.word_concepts.get(t.lemma.rsplit("_", 1)[1], frozenset())
     return toks
 
 
