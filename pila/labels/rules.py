@@ -73,7 +73,8 @@ HEAT_WORDS = {"hot", "warm", "heat", "sun", "sunlight", "fire", "flame", "stove"
               "frying_pan", "skillet", "temperature", "heater", "radiator", "lamp", "hand", "body", "sizzle", "boil",
               "burner", "grill", "toaster", "hair_dryer", "iron", "forge", "furnace", "blowtorch", "torch"}
 CHANGE_VERBS = {"get", "become", "turn", "grow", "go", "gets", "getting", "becomes", "becoming", "turning", "turns",
-                "grows", "growing", "going"}
+                "grows", "growing", "going", "gone", "got", "became", "turned", "grew", "went", "run", "ran", "runs",
+                "stays", "stay", "kept", "keep", "keeps"}
 COLOUR_FLAME = {"vivid", "colorful", "colourful", "color", "colour", "colored", "coloured", "green", "blue", "violet",
                 "crimson", "purple", "brilliant", "bright", "unique", "lilac", "golden"}
 VAPOURS = {"steam", "vapor", "vapour", "water_vapor", "water_vapour", "mist", "fog", "moisture", "breath", "humid", "dew",
@@ -148,6 +149,9 @@ class Scene:
                 # '-y' adjectives of nouns ('creamy', 'sandy', 'frothy') describe texture, not the stuff itself,
                 # except for gas words ('steamy', 'fizzy', 'smoky', 'frothy')
                 t.concepts = frozenset(c for c in t.concepts if c in {"gas", "v_gas", "carbonated"})
+                continue
+            if t.text == "lit" and self.text_at(i + 1) not in {"up", "by", "with"}:
+                t.lemma, t.concepts = "ignite", frozenset({"v_burn"})   # 'a lit match' burns
                 continue
             if t.concepts & {"animal", "human"} and i > 0 and self.toks[i - 1].text in TOY_WORDS:
                 t.concepts = frozenset({"solid"})   # 'toy duck', 'rubber duck', 'paper man' are objects
@@ -240,7 +244,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     for i, t in enumerate(sc.toks):
         if "_" in t.lemma and not t.neg and not t.concepts & {"liquid", "water_body"} and \
                 lex.word_concepts.get(t.lemma.split("_")[0], frozenset()) & {"liquid"} and \
-                t.concepts & {"container", "soft", "solid", "tool"}:
+                t.concepts & {"container", "soft", "solid", "tool", "elastic_intrinsic", "fabric"}:
             modifier_liquids.append(t.lemma.split("_")[0])   # 'juice box', 'toothpaste tube'
     for i in sc.idx("liquid") + sc.idx("water_body"):
         if sc.text_at(i - 1) in {"empty", "drained", "dry", "frozen", "iced"} or sc.text_at(i - 2) in {"empty",
@@ -342,6 +346,15 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         else:
             evap = evap + [-1]
 
+    meltable = L & {"ice", "ice_cube", "snow", "snowflake", "snowman", "butter", "chocolate", "wax", "cheese", "popsicle",
+                    "ice_cream", "icicle", "frost", "ice_block", "glacier", "iceberg"}
+    hot_contact = any(t.text in {"hot", "heated", "warm", "scorching", "sizzling", "red"} for t in sc.live) or \
+        bool(sc.words("heat_source")) or bool(L & {"sun", "sunlight", "sunshine", "radiator", "fire", "flame"})
+    if meltable and hot_contact and not melt_ev and not freeze_ev and not any(
+            t.neg and t.concepts & {"v_melt"} for t in sc.toks) and not L & {"freezer", "fridge", "refrigerator"}:
+        melt_ev = melt_ev + [-1]   # ice on a hot plate, butter in the sun: melting is implied
+        ev.implied.append("meltwater" if L & {"ice", "ice_cube", "snow", "snowflake", "icicle"} else "melt")
+
     # ---------------- temperature and materials (thermotics) ----------------
     temp_state = None  # "heat_below", "boil", "melt", "freeze", "cool_above", "sublime"
     if sc.temps:
@@ -421,7 +434,10 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         ev.add("Phase Change", 1.2, "sublimation (solid to vapour)")
         if heat_cue:
             ev.add("Thermal", 0.6, "heating")
-    if burn_ev or L & {"flame", "fire", "ember", "blaze", "combustion", "wildfire", "bonfire", "campfire", "inferno",
+    smoulder = any(t.lemma == "smoke" and (t.text in {"smoking", "smoked", "smokes", "smoulders"} or
+                                           sc.text_at(i - 1) == "to") for i, t in enumerate(sc.toks) if not t.neg) \
+        and not L & {"cigarette", "cigar", "pipe", "chimney", "vape", "exhaust"}
+    if burn_ev or smoulder or L & {"flame", "fire", "ember", "blaze", "combustion", "wildfire", "bonfire", "campfire", "inferno",
                        "firework", "fireball"}:
         what = "combustion (burning)"
         ev.add("Phase Change", 1.2, what)
@@ -448,6 +464,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     for i in cool_ev:
         if sc.toks[i].lemma != "freeze":
             ev.add("Thermal", 1.2, "cooling")
+    temp_change: list[int] = []
     for i, t in enumerate(sc.toks):
         if t.neg:
             continue
@@ -456,6 +473,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             if prev in CHANGE_VERBS or prev in {"up", "down"} or (prev in {"much", "very", "so", "really"} and
                                                                       sc.text_at(i - 2) in CHANGE_VERBS):
                 ev.add("Thermal", 1.2, f"temperature change ({t.text})")
+                temp_change.append(i)
             nxt = sc.lemma_at(i + 1)
             if t.text in {"hot", "red"} and nxt in {"iron", "stove", "stovetop", "burner", "coil", "plate", "poker",
                                                   "griddle", "hot_plate", "metal", "skillet"} and len(sc.toks) > 0:
@@ -471,7 +489,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             not sc.has("liquid") or (sc.words("cold_source") and L & {"chill", "cool", "freeze"}):
         ev.add("Thermal", 0.6, "cooling in a " + sc.words("cold_source")[0].replace("_", " "))
 
-    thermal_only_liquid = bool((freeze_ev or sc.temps or condensation or heat_ev or cool_ev) and not boil_ev and
+    thermal_only_liquid = bool((freeze_ev or sc.temps or condensation or heat_ev or cool_ev or temp_change) and
+                               not boil_ev and
                                not flow)
 
     ball_like_early = any(s.endswith("ball") or s in {"ball", "duck", "toy", "rubber_ball", "rubber_duck", "rubber_toy",
@@ -607,7 +626,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         ev.add("Elastic", 1.0, "stated elasticity (" + elastic_adj[0] + ")")
     elif soft_adj and (solids or softs) and not liquids:
         ev.add("Elastic", 0.6, "soft body")
-    strong_def = [w for w in deform_words if w in {"stretch", "bend", "flex", "squish", "compress", "deform", "wobble",
+    strong_def = [w for w in deform_words if w in {"stretch", "bend", "flex", "squish", "compress", "deform",
                                                    "jiggle", "vibrate", "recoil", "snap_back", "spring_back",
                                                    "twang", "sag", "stretch_out", "pull_taut", "inflate", "deflate",
                                                    "crumple"}]
@@ -813,7 +832,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                     if t2.concepts & {"liquid", "water_body", "container", "fabric"} or t2.lemma in {"pile", "basket",
                                                                                                  "air", "bed", "snow"}:
                         break
-                    if t2.concepts & {"surface", "solid"}:
+                    if t2.concepts & {"surface", "elastic_intrinsic", "soft"} or (t2.concepts & {"solid"} and
+                                                                                  prep != "on"):
                         ev.add("Collision", 1.2, f"{v.replace('_', ' ')} onto {t2.lemma.replace('_', ' ')} (impact)")
                         break
                 break
