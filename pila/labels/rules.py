@@ -134,6 +134,9 @@ class Scene:
             return False
         if nxt is not None and nxt.text in DETERMINERS - {"of"}:
             return False  # "winds the spring", "sinks a ball"
+        if nxt is not None and prev is not None and prev.concepts & NOUNS and nxt.text in {
+                "through", "into", "onto", "down", "across", "along", "over", "from", "out", "off", "away", "up"}:
+            return False  # "sunlight streams through", "a stone sinks into"
         if prev is not None and (prev.text in ADJ_CUES or prev.text.endswith(("ing", "y", "ful", "ous")) and
                                  not prev.concepts & NOUNS and not prev.text.endswith("ly")):
             return True
@@ -149,6 +152,11 @@ class Scene:
                 # '-y' adjectives of nouns ('creamy', 'sandy', 'frothy') describe texture, not the stuff itself,
                 # except for gas words ('steamy', 'fizzy', 'smoky', 'frothy')
                 t.concepts = frozenset(c for c in t.concepts if c in {"gas", "v_gas", "carbonated"})
+                continue
+            if t.lemma == "fire" and {"bullet", "gun", "cannon", "arrow", "missile", "rifle", "pistol", "shot", "cannonball",
+                     "projectile", "nerf"} & {x.lemma for x in self.toks} and t.text in {"fire", "fires", "fired",
+                                                                                        "firing"}:
+                t.lemma, t.concepts = "shoot", frozenset({"v_motion"})   # 'a bullet is fired': shooting, not fire
                 continue
             if t.text == "lit" and self.text_at(i + 1) not in {"up", "by", "with"}:
                 t.lemma, t.concepts = "ignite", frozenset({"v_burn"})   # 'a lit match' burns
@@ -290,7 +298,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             t = sc.toks[i]
             participle = t.text != t.lemma and (t.text.endswith(("ed", "en")) or t.text in {"lit", "burnt", "spilt",
                                                                                            "frozen", "molten"})
-            if participle and _attributive(sc, i) and sc.text_at(i - 1) not in {"is", "are", "was", "were", "be",
+            if participle and t.text != "lit" and _attributive(sc, i) and sc.text_at(i - 1) not in {"is", "are", "was", "were", "be",
                                                                                "being", "been", "get", "gets", "got"}:
                 continue
             out.append(i)
@@ -333,10 +341,21 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         if L & {"butter", "ice", "wax", "cheese", "chocolate", "fat", "snow"}:
             melt_ev = melt_ev + [-1]
             liquids.append("melt")
-    turn_into = re.search(r"\b(turn|turns|turned|turning|change|changes|changing|changed) (in)?to (water|liquid|steam|"
-                          r"vapou?r|gas|ice|solid|slush|mist)\b", sc.text)
-    if turn_into:
-        target = turn_into.group(3)
+    target = None  # 'turns into water', 'turning into a solid block of ice'
+    for i, t in enumerate(sc.toks):
+        if t.lemma in {"turn", "change", "transform", "become"} and not t.neg and \
+                (sc.text_at(i + 1) in {"into", "to"} or t.lemma == "become"):
+            for t2 in sc.toks[i + 1: i + 8]:
+                if t2.text in PUNCT:
+                    break
+                if t2.lemma in {"water", "liquid", "slush", "puddle", "steam", "vapor", "vapour", "gas", "ice", "solid",
+                                "crystal", "frost", "mist"}:
+                    target = {"puddle": "water", "crystal": "ice", "frost": "ice", "vapour": "vapor"}.get(t2.lemma,
+                                                                                                         t2.lemma)
+                    break
+            if target:
+                break
+    if target:
         if target in liquids:
             liquids.remove(target)   # the product of melting is not a flowing liquid by itself
         if target in {"water", "liquid", "slush"}:
@@ -485,9 +504,18 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     if L & {"glow"} and (L & {"hot", "red", "heat", "forge", "furnace", "coil", "ember", "iron", "stove", "metal",
                               "orange", "white"}):
         ev.add("Thermal", 1.0, "glowing hot")
-    if sc.words("cold_source") and L & {"put", "place", "chill", "cool", "leave", "store", "in"} and \
-            not sc.has("liquid") or (sc.words("cold_source") and L & {"chill", "cool", "freeze"}):
-        ev.add("Thermal", 0.6, "cooling in a " + sc.words("cold_source")[0].replace("_", " "))
+    cold_src = sc.words("cold_source")
+    if cold_src and L & {"put", "place", "chill", "cool", "leave", "store", "in", "inside", "into", "overnight",
+                         "freeze", "sit", "pour", "dip", "plunge"}:
+        ev.add("Thermal", 1.2, "cooling in " + cold_src[0].replace("_", " "))
+        if L & {"freezer", "liquid_nitrogen"} and (liquids or modifier_liquids) and not freeze_ev and \
+                not any(t.neg and t.concepts & {"v_freeze"} for t in sc.toks):
+            freeze_ev = freeze_ev + [-1]     # a liquid left in a freezer freezes
+            ev.add("Phase Change", 1.2, "freezing (liquid to solid)")
+    hot_attr = any(t.text in {"hot", "warm", "boiling", "heated"} for t in sc.live)
+    cold_attr = any(t.text in {"cold", "icy", "chilled", "iced", "freezing"} for t in sc.live)
+    if hot_attr and cold_attr and (liquids or modifier_liquids or L & {"mix", "pour", "contact", "touch", "meet"}):
+        ev.add("Thermal", 1.0, "heat flows from the hot to the cold body")
 
     thermal_only_liquid = bool((freeze_ev or sc.temps or condensation or heat_ev or cool_ev or temp_change) and
                                not boil_ev and
@@ -852,6 +880,13 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                                                            "magnifying_glass", "rainbow"}]
     if ls:
         light_noun = [w for w in ls if w == "light"]
+        if light_noun and all(t.lemma != "light" or (_attributive(sc, k) and sc.lemma_at(k + 1) not in
+                                                     {"beam", "ray", "source", "show", "switch", "fixture", "wave",
+                                                      "pulse", "bulb", "through", "from"})
+                              for k, t in enumerate(sc.toks)) and len(ls) == 1:
+            ls = []  # 'a light plastic ball': light as weight
+    if ls:
+        light_noun = [w for w in ls if w == "light"]
         if light_noun and not (lightv or L & {"turn_on", "turn_off", "switch_on", "switch_off", "shine", "beam", "ray",
                                               "dark", "flicker", "bright", "reflect", "refract", "through", "bulb"}):
             if any(sc.toks[i].lemma == "light" and (sc.text_at(i - 1) in {"the", "a", "of", "sun", "blue", "red",
@@ -903,7 +938,7 @@ def describe(ev: Evidence, sc: Scene, labels: list[str]) -> str:
     objs += [o for o in ev.implied if o not in objs]
     for i, t in enumerate(sc.toks[:-2]):
         if t.text in {"piece", "pieces", "block", "bar", "chunk", "lump", "slab", "sheet"} and sc.toks[i + 1].text == "of":
-            nxt = sc.toks[i + 2]
+            nxt = next((t2 for t2 in sc.toks[i + 2: i + 5] if t2.concepts & NOUNS), sc.toks[i + 2])
             if nxt.text.isalpha() and nxt.lemma.replace("_", " ") not in objs and not nxt.neg:
                 objs.insert(0, nxt.text)   # 'a piece of calcium': name the material even if the lexicon lacks it
     head = ", ".join(objs[:4]) if objs else "scene"
