@@ -68,7 +68,7 @@ class Recorder:
     def __init__(self, keep_maps: bool = False, max_calls: int = 4096):
         self.keep_maps, self.max_calls = keep_maps, max_calls
         self.calls: list[CallRecord] = []
-        self.schedules: dict[int, Tensor] = {}  # run -> CPU copy of that run's sample_sigmas
+        self.schedules: dict[int, Tensor] = {}  # run -> that run's sample_sigmas (on its device until read)
         self.runs = 0
 
     def reset(self):
@@ -189,7 +189,7 @@ class FlowCorrection:
             if self.step_offset == 0:
                 rec.reset()
             rec.runs += 1
-            rec.schedules[rec.runs] = self._schedule(sample_sigmas)
+            rec.schedules[rec.runs] = sample_sigmas.detach()  # read back only by summary(), never during sampling
         rows = tuple(opts.get("cond_or_uncond", ()))
         sigma = t.detach().reshape(-1)
 
