@@ -116,6 +116,11 @@ class Scene:
         self.lemmas = [t.lemma for t in self.toks]
         self.live = [t for t in self.toks if not t.neg]
         self.negated = [t for t in self.toks if t.neg and t.concepts]
+        self._index: dict[str, list[int]] = {}
+        for i, t in enumerate(self.toks):
+            if not t.neg:
+                for c in t.concepts:
+                    self._index.setdefault(c, []).append(i)
         self.live_lemmas = {t.lemma for t in self.live} | {p for t in self.live if "_" in t.lemma
                                                             for p in t.lemma.split("_")}
 
@@ -181,17 +186,13 @@ class Scene:
 
     # ---- look-ups over live (non-negated) tokens ----
     def idx(self, concept: str) -> list[int]:
-        return [i for i, t in enumerate(self.toks) if not t.neg and concept in t.concepts]
+        return list(self._index.get(concept, ()))
 
     def has(self, concept: str) -> bool:
-        return any(not t.neg and concept in t.concepts for t in self.toks)
+        return concept in self._index
 
     def words(self, concept: str) -> list[str]:
-        out = []
-        for t in self.toks:
-            if not t.neg and concept in t.concepts and t.lemma not in out:
-                out.append(t.lemma)
-        return out
+        return list(dict.fromkeys(self.toks[i].lemma for i in self._index.get(concept, ())))
 
     def lemma_at(self, i: int) -> str:
         return self.toks[i].lemma if 0 <= i < len(self.toks) else ""

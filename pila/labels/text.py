@@ -35,6 +35,7 @@ class Lexicon:
     compounds: dict[tuple[str, ...], str]       # lemma tuple -> merged token
     vocab: frozenset[str]                        # every single-word lemma the lexicon knows
     deletes: dict[str, frozenset[str]] = field(default_factory=dict)  # typo index: delete-variant -> words
+    cache: dict = field(default_factory=dict)    # memoised lemmas and typo corrections (the lexicon is fixed)
 
 
 def _deletes1(word: str) -> set[str]:
@@ -217,6 +218,14 @@ def _candidates(w: str) -> list[str]:
 
 
 def lemmatize(word: str, lex: Lexicon, irregular: bool = True) -> str:
+    key = (word, irregular)
+    hit = lex.cache.get(key)
+    if hit is None:
+        hit = lex.cache[key] = _lemmatize(word, lex, irregular)
+    return hit
+
+
+def _lemmatize(word: str, lex: Lexicon, irregular: bool = True) -> str:
     if irregular and word in lex.irregular:
         return lex.irregular[word]
     cands = _candidates(word)
@@ -277,15 +286,20 @@ def normalise(prompt: str) -> str:
     return t
 
 
+@lru_cache(maxsize=8)
+def _figurative_union(patterns: tuple[str, ...]) -> re.Pattern:
+    return re.compile("|".join(f"(?:{p})" for p in patterns))
+
+
 def mask_figurative(text: str, lex: Lexicon) -> tuple[str, list[str]]:
     """Replace figurative idioms ('a melting pot of cultures', 'a cold stare', 'breaking news') by a clause
     boundary, so that their physics words are not read literally. Returns the new text and the idioms found."""
     found = []
-    for pat in lex.figurative:
-        def _sub(m):
-            found.append(m.group(0))
-            return " , "
-        text = pat.sub(_sub, text)
+
+    def _sub(m):
+        found.append(m.group(0))
+        return " , "
+    text = _figurative_union(tuple(p.pattern for p in lex.figurative)).sub(_sub, text)
     return text, found
 
 
@@ -301,7 +315,10 @@ def tokenize(text: str, lex: Lexicon) -> list[Token]:
             continue
         lemma, fixed = lemmatize(w, lex), None
         if lemma not in lex.vocab and w not in lex.common and lemma not in lex.common:
-            corr = correct_typo(w, lex)
+            key = ("typo", w)
+            if key not in lex.cache:
+                lex.cache[key] = correct_typo(w, lex)
+            corr = lex.cache[key]
             if corr is not None:
                 lemma, fixed = corr, w
         toks.append(Token(w, lemma, fixed=fixed))
