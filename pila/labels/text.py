@@ -355,8 +355,10 @@ def _mark_negation(toks: list[Token]) -> None:
     while i < len(toks):
         t = toks[i].text
         nxt = toks[i + 1].text if i + 1 < len(toks) else ""
-        if t in NEGATORS and not (t == "not" and nxt == "only") and not (t == "nothing" and nxt == "but") and \
-                not (t == "no" and nxt in {"longer", "sooner"} and False):
+        if (t == "instead" and nxt == "of") or (t == "rather" and nxt == "than"):
+            t = "not"   # 'instead of melting', 'rather than breaking' negate what follows
+            i += 1
+        if t in NEGATORS and not (t == "not" and nxt == "only") and not (t == "nothing" and nxt == "but"):
             j = i + 1
             while j < len(toks) and j <= i + NEGATION_WINDOW:
                 if toks[j].text in PUNCT or toks[j].text in SCOPE_BREAKERS:
