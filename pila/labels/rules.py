@@ -659,6 +659,11 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                                                    "jiggle", "vibrate", "recoil", "snap_back", "spring_back",
                                                    "twang", "sag", "stretch_out", "pull_taut", "inflate", "deflate",
                                                    "crumple"}]
+    illusion = any(t.lemma in {"appear", "look", "seem", "appears", "looks", "seems"} for t in sc.live) and \
+        "bend" in strong_def and (liquids or L & {"water", "glass", "lens"})
+    if illusion:
+        ev.add("Optical", 1.2, "refraction makes it look bent")
+        strong_def = [w for w in strong_def if w != "bend"]
     if strong_def and not (L & {"light", "beam", "ray"} and "bend" in strong_def):
         ev.add("Elastic", 0.8 if not (elastics or fabrics or softs) else 0.4, "deformation: " + strong_def[0])
     if "hair" in L and L & {"comb", "brush", "tangle", "blow", "wind", "flow", "wave", "sway", "curl", "braid",
@@ -733,6 +738,13 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             if sc.text_at(i + 1) in {"off", "over", "down", "away"} and is_mover(sc.subject_of(i)) and \
                     sc.subject_of(i).lemma not in strike_tools:
                 ev.add("Rigid Body", 1.0, f"{sc.subject_of(i).lemma.replace('_', ' ')} knocked {sc.text_at(i + 1)}")
+                rigid_reason = v
+                break
+            obj = sc.object_of(i)
+            if is_mover(obj) and obj.lemma not in strike_tools and \
+                    {sc.text_at(j) for j in range(i + 1, min(len(sc.toks), i + 6))} & {"off", "over", "down", "away",
+                                                                                        "flying", "across"}:
+                ev.add("Rigid Body", 1.0, f"{obj.lemma.replace('_', ' ')} knocked away")
                 rigid_reason = v
                 break
             if hit_objs and (v in STRONG_STRIKE or after & DIRECTIONAL):
@@ -826,6 +838,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             continue
         ev.add("Collision", 1.2, f"frictional contact ({v.replace('_', ' ')})")
         break
+    if L & {"friction", "frictional"}:
+        ev.add("Collision", 1.0, "frictional contact")
     if "comb" in L and L & {"hair", "fur", "wig", "through"}:
         ev.add("Collision", 1.2, "comb teeth drag through strands")
     for i in free_impact:
