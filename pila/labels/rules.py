@@ -140,7 +140,7 @@ class Scene:
         if nxt is not None and nxt.text in DETERMINERS - {"of"}:
             return False  # "winds the spring", "sinks a ball"
         if nxt is not None and prev is not None and prev.concepts & NOUNS and nxt.text in {
-                "through", "into", "onto", "down", "across", "along", "over", "from", "out", "off", "away", "up"}:
+                "through", "into", "onto", "down", "across", "along", "over", "from", "out", "off", "away", "up", "against"}:
             return False  # "sunlight streams through", "a stone sinks into"
         if prev is not None and (prev.text in ADJ_CUES or prev.text.endswith(("ing", "y", "ful", "ous")) and
                                  not prev.concepts & NOUNS and not prev.text.endswith("ly")):
@@ -250,11 +250,14 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
 
     # ---------------- objects present ----------------
     liquids, modifier_liquids = [], []
+    squeezable_liquid = False
     for i, t in enumerate(sc.toks):
         if "_" in t.lemma and not t.neg and not t.concepts & {"liquid", "water_body"} and \
                 lex.word_concepts.get(t.lemma.split("_")[0], frozenset()) & {"liquid"} and \
                 t.concepts & {"container", "soft", "solid", "tool", "elastic_intrinsic", "fabric"}:
             modifier_liquids.append(t.lemma.split("_")[0])   # 'juice box', 'toothpaste tube'
+            if t.concepts & {"container", "soft"} and not t.concepts & {"elastic_intrinsic"}:
+                squeezable_liquid = True
     for i in sc.idx("liquid") + sc.idx("water_body"):
         if sc.text_at(i - 1) in {"empty", "drained", "dry", "frozen", "iced"} or sc.text_at(i - 2) in {"empty",
                                                                                                      "drained"}:
@@ -264,7 +267,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             continue  # 'a piece of boric acid' is a solid
         nxt = sc.toks[i + 1] if i + 1 < len(sc.toks) else None
         if nxt is not None and not nxt.neg and nxt.concepts & {"container", "solid", "tool", "surface", "fabric",
-                                                                 "elastic_intrinsic", "soft", "gas", "heat_source"} \
+                                                                 "elastic_intrinsic", "soft", "gas", "heat_source",
+                                                                 "granular"} \
                 and not nxt.concepts & {"liquid", "water_body"}:
             modifier_liquids.append(sc.toks[i].lemma)      # 'coffee cup', 'water bottle', 'water vapor'
         elif nxt is not None and nxt.lemma in {"solution", "mixture"} and sc.toks[i].lemma in {"sugar", "salt"}:
@@ -532,7 +536,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             w = 0.0   # the liquid is only heated/cooled: Thermal (and Phase Change), not flow (rules file)
         ev.add("Fluid", w, "flow of " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in liquids)))
     if modifier_liquids and not thermal_only_liquid:
-        w = 0.35 + (0.7 if (flow or squeeze or L & {"squeeze", "spill", "leak", "burst", "pop", "puncture"}) else 0.0)
+        released = flow or (squeeze and squeezable_liquid) or L & {"spill", "leak", "burst", "pop", "puncture"}
+        w = 0.35 + (0.7 if released else 0.0)
         ev.add("Fluid", w, "flow of " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in modifier_liquids)))
     flow_words = [sc.toks[i].lemma for i in flow if not (sc.toks[i].lemma == "dribble" and ball_like_early)]
     if flow_words and not condensation:
@@ -577,11 +582,17 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         ev.add("Compressible Flow", 1.0, "gas flow (" + g[0] + ")")
     if "fog" in L and not condensation:
         ev.add("Compressible Flow", 1.0, "fog/vapour cloud")
-    if L & {"air", "gas", "helium", "carbon_dioxide", "co2", "hydrogen", "oxygen", "propane"}:
-        if gasv or L & {"extract", "remove", "pump", "inflate", "deflate", "hiss", "escape", "rush", "vacuum",
-                        "compress", "blow", "blow_up", "leak", "suck", "release", "filled", "fill", "evacuate",
-                        "whoosh", "vent"}:
-            if not L & {"arc", "fly", "through"} or L & {"extract", "pump", "inflate", "deflate", "hiss", "vacuum"}:
+    atoms = {t.lemma for t in sc.live}
+    ev_verbs = {sc.toks[i].lemma for i in gasv + deform + squeeze + motion + flow} | \
+        {t.lemma for t in sc.live if not t.concepts} | ({"pull_out"} if re.search(r"\b(pull|pulled|pulling|drawn|"
+                                                                                 r"drawing|let|letting|sucked|"
+                                                                                 r"sucking) out\b", sc.text) else set())
+    if atoms & {"air", "gas", "helium", "carbon_dioxide", "co2", "hydrogen", "oxygen", "propane"}:
+        if ev_verbs & {"extract", "remove", "pump", "inflate", "deflate", "hiss", "escape", "rush", "vacuum",
+                       "compress", "blow", "blow_up", "leak", "suck", "release", "fill", "evacuate", "whoosh",
+                       "vent", "pull_out", "burst", "pop", "squeeze", "exhale", "inhale"}:
+            if not L & {"arc", "fly", "through"} or ev_verbs & {"extract", "pump", "inflate", "deflate", "hiss",
+                                                                "vacuum"}:
                 ev.add("Compressible Flow", 1.2, "air/gas moved or compressed")
         else:
             ev.add("Compressible Flow", 0.2, "air")
@@ -756,7 +767,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         ev.add("Rigid Body", 1.0, "toppling blocks")
         if L & {"topple", "fall", "knock", "tumble", "collapse"}:
             ev.add("Collision", 1.0, "blocks knock each other over")
-    vehicles = sc.words("vehicle")
+    vehicles = [sc.toks[i].lemma for i in sc.idx("vehicle")
+                if not (i + 1 < len(sc.toks) and sc.toks[i + 1].concepts & (NOUNS - {"vehicle"}))]  # 'car window'
     if vehicles and not rigid_reason and not L & {"park", "parked", "moor", "moored", "still", "rust", "rusting"}:
         if motion or L & {"through", "across", "along", "down", "over", "cut", "cut_through", "wheel", "ride"}:
             ev.add("Rigid Body", 1.2, f"vehicle motion ({vehicles[0].replace('_', ' ')})")
@@ -838,6 +850,16 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             continue
         ev.add("Collision", 1.2, f"frictional contact ({v.replace('_', ' ')})")
         break
+    if L & {"contact"} and not condensation and (surfaces or solids) and (motion or free_impact or
+                                                                         L & {"make", "makes", "strike", "hit"}):
+        ev.add("Collision", 1.0, "contact with a surface")
+    for i in motion:
+        if sc.toks[i].lemma in {"topple", "push", "flip", "shove", "tip", "tip_over", "roll", "knock", "nudge",
+                                "drag", "pull", "kick", "swat"}:
+            subj, obj = sc.subject_of(i), sc.object_of(i)
+            if is_mover(subj) and is_mover(obj) and subj is not obj:
+                ev.add("Collision", 1.0, f"{subj.lemma.replace('_', ' ')} pushes {obj.lemma.replace('_', ' ')}")
+                break
     if L & {"friction", "frictional"}:
         ev.add("Collision", 1.0, "frictional contact")
     if "comb" in L and L & {"hair", "fur", "wig", "through"}:
