@@ -1,0 +1,779 @@
+"""The physics-world experiment (issue 6): does the PILA correction make generated motion more physical?
+
+    python -m training.physworld_run --config smoke --out runs/physworld          # CPU, a few minutes
+    python -m training.physworld_run --config full --out runs/physworld --time-budget 540   # GPU, repeat until DONE
+
+Arms, all on the same frozen base and measured on the same clips with the same noise (SPEC sections 1, 7):
+- `base`: a tiny Wan (diffusers `WanTransformer3DModel`) in pixel space (3 channels), trained with rectified flow
+  (x_s = (1 - s) x0 + s noise, target noise - x0, sigma 1 = noise). The "weak" base sees uniform motion only, so
+  there is physics (gravity, bounces, collisions) to correct; a "strong" base (all scenarios) is optional.
+- `plain`: a plain adapter of about PILA's parameter count: no bank, no experts, no residuals; a conv net reading
+  [x0_hat, v, sigma] and the same condition (pooled text + labels), zero-initialised output, the same gate.
+- `pila`: the PILA adapter (latent_channels = 3) trained by Stages A, B, C; Stage A's flow targets are the analytic
+  ball velocities painted inside the ball masks (`physworld.flow_field`).
+- `finetune`: the compute-matched control, the base itself fine-tuned for the same steps on the same batches.
+- ablations of `pila`: `pila_nores` (no CSRC: Stage B skipped, its steps given to C, lambda_phys = 0),
+  `pila_dense` (no routing: all 8 experts, no label prior, uniform weights), `pila_randlabels` (random labels in
+  training and evaluation).
+Every adapter arm and the fine-tune see identical batches, noise and sigmas, for the same number of steps, with the
+same learning-rate schedule (constant after a linear warm-up: the paper's constant lr).
+
+Frame conditioning (the standard trick): at every model call the first `cond_frames` frames of x_t are replaced by
+the clean condition frames, and the velocity there is defined as 0 (the base's and the adapters' outputs are zeroed
+there, the training target is 0 there), so Euler steps keep them fixed and x0_hat equals them.
+
+Resumable: each phase (a training of one arm or stage, an evaluation of one arm) writes its result under --out;
+re-running skips finished phases, resumes a partial training from its safetensors checkpoint (optimizer included),
+and with --time-budget stops cleanly (printing PAUSED) before a 10-minute call ends. Training batches, noise and
+sigmas are functions of (seed, stream, step), so a resumed run is the run that was not interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from pila import fd
+from pila.condition import pool_text
+from pila.config import PILAConfig
+from pila.decoder import apply_correction
+from pila.encoder import ResBlock3d
+from training import physworld as pw
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+ARMS = ("base", "plain", "pila", "finetune", "pila_nores", "pila_dense", "pila_randlabels")
+ADAPTER_ARMS = ("plain", "pila", "pila_nores", "pila_dense", "pila_randlabels")
+
+
+class OutOfTime(Exception):
+    """The --time-budget ran out; everything finished so far is on disk."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# configuration
+
+DEFAULTS: dict = {
+    "seed": 0,
+    "device": "auto",
+    "amp": True,  # bf16 autocast for the Wan base on CUDA
+    "world": {"size": 32, "frames": 16, "cond_frames": 3},
+    "shift": 3.0,  # sigma = shift s / (1 + (shift - 1) s): training draws and the Euler schedule
+    "text_dim": 32,
+    "text_tokens": 4,
+    "bases": ["weak"],  # "weak": uniform motion only; "strong": all scenarios
+    "base_scenarios": {"weak": ["uniform"], "strong": ["uniform", "bounce", "collision"]},
+    "wan": {"patch_size": [1, 2, 2], "num_attention_heads": 4, "attention_head_dim": 32, "ffn_dim": 512,
+            "num_layers": 4, "freq_dim": 64},
+    "pool_per_scenario": 4096,  # training trajectories per scenario (ID ranges), rendered on the device
+    "base_train": {"steps": 4000, "batch": 32, "lr": 5e-4, "warmup": 200},
+    "adapter_train": {"steps": 3000, "batch": 32, "lr": 3e-4, "warmup": 100,
+                      "scenarios": ["uniform", "bounce", "collision"]},
+    "pila": {"hidden": 32, "groups": 8, "stages": {"A": 0.2, "B": 0.2, "C": 0.6}},
+    "plain": {"blocks": 4},
+    "arms": ["base", "plain", "pila", "finetune"],
+    "eval": {"n": 128, "steps": 24, "batch": 64, "boot": 2000, "film": 3, "seed": 1234,
+             "splits": ["id", "ood_speed", "ood_radius", "ood_gravity"]},
+    "ckpt_every": 250,
+    "threads": 0,  # torch CPU threads (0: leave torch's default); 1 is much faster on a shared CPU
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(name_or_path: str) -> dict:
+    """'smoke' / 'full' (training/configs/physworld_<name>.json) or a JSON path, merged over DEFAULTS."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = CONFIG_DIR / f"physworld_{name_or_path}.json"
+    if not path.is_file():
+        known = sorted(p.stem.removeprefix("physworld_") for p in CONFIG_DIR.glob("physworld_*.json"))
+        raise FileNotFoundError(f"physworld config {name_or_path!r} not found; known: {known} or a JSON path")
+    cfg = _merge(DEFAULTS, json.loads(path.read_text()))
+    cfg["name"] = cfg.get("name", path.stem.removeprefix("physworld_"))
+    unknown = [a for a in cfg["arms"] if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; valid: {ARMS}")
+    return cfg
+
+
+def world_config(cfg: dict) -> pw.WorldConfig:
+    return pw.WorldConfig(**cfg["world"])
+
+
+def _key(*parts) -> int:
+    return pw._seed(*parts) % (2**63 - 1)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# models
+
+class TinyWan(nn.Module):
+    """A pixel-space Wan (diffusers WanTransformer3DModel, 3 channels) with the frame-conditioning convention:
+    velocity 0 on the condition frames. Called with timestep 1000 * sigma (SPEC section 1)."""
+
+    def __init__(self, wan: dict, *, text_dim: int, cond_frames: int, amp: bool = True):
+        super().__init__()
+        from diffusers import WanTransformer3DModel
+
+        kw = dict(wan)
+        kw["patch_size"] = tuple(kw["patch_size"])
+        self.net = WanTransformer3DModel(in_channels=3, out_channels=3, text_dim=text_dim,
+                                         rope_max_seq_len=kw.pop("rope_max_seq_len", 64), **kw)
+        self.cond_frames, self.amp = cond_frames, amp
+
+    def forward(self, x_t: Tensor, sigma: Tensor, text_states: Tensor) -> Tensor:
+        assert x_t.ndim == 5 and x_t.shape[1] == 3, f"x_t must be [B, 3, T, H, W], got {tuple(x_t.shape)}"
+        use_amp = self.amp and x_t.is_cuda
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            v = self.net(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=text_states,
+                         return_dict=False)[0]
+        v = v.float()
+        return torch.cat([torch.zeros_like(v[:, :, :self.cond_frames]), v[:, :, self.cond_frames:]], 2)
+
+
+class PlainAdapter(nn.Module):
+    """The "+ Plain Adapter" control: [x0_hat, v, sigma] -> dv with no bank, no experts and no residuals.
+    A 3x3x3 stem, `blocks` residual blocks (the same ResBlock3d as PILA's encoder), the condition vector
+    c = MLP([pooled text, labels, sigma]) added after the stem and every block, a zero-initialised 1x1x1 output
+    (a fresh adapter leaves the base unchanged); the caller applies the same gate (SPEC section 1, Eq. 10)."""
+
+    def __init__(self, *, latent_channels: int = 3, width: int = 32, blocks: int = 4, text_dim: int = 32,
+                 num_categories: int = 8, groups: int = 8):
+        super().__init__()
+        self.latent_channels, self.text_dim = latent_channels, text_dim
+        self.stem = nn.Conv3d(2 * latent_channels + 1, width, kernel_size=3, padding=1)
+        self.cond = nn.Sequential(nn.Linear(text_dim + num_categories + 1, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList([ResBlock3d(width, width, groups=groups) for _ in range(blocks)])
+        self.out = nn.Conv3d(width, latent_channels, kernel_size=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x_t: Tensor, sigma: Tensor, v: Tensor, text_states: Tensor | None = None,
+                text_mask: Tensor | None = None, labels: Tensor | None = None, **_) -> Tensor:
+        B = x_t.shape[0]
+        s = sigma.float().view(B, 1, 1, 1, 1)
+        x0_hat = x_t - s * v  # Eq. 1, sigma 1 = pure noise
+        h = self.stem(torch.cat([x0_hat, v, s.expand_as(x_t[:, :1])], 1))
+        pooled = pool_text(text_states, text_mask, batch=B, dim=self.text_dim).to(x_t.device)
+        y = labels.float() if labels is not None else x_t.new_zeros(B, 8)
+        c = self.cond(torch.cat([pooled.float(), y, sigma.float().view(B, 1)], 1))[:, :, None, None, None]
+        for block in self.blocks:
+            h = block(h + c)
+        return self.out(h).clamp(-10, 10)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def pila_config(cfg: dict, arm: str = "pila") -> PILAConfig:
+    p = cfg["pila"]
+    extra = {"top_k": 8, "prior_strength": 0.0, "temperature": 1e4} if arm == "pila_dense" else {}
+    return PILAConfig(latent_channels=3, hidden=p["hidden"], groups=p["groups"], text_dim=cfg["text_dim"], **extra)
+
+
+def build_pila(cfg: dict, arm: str = "pila") -> nn.Module:
+    from pila.adapter import PILAAdapter
+    return PILAAdapter(pila_config(cfg, arm))
+
+
+def build_plain(cfg: dict) -> PlainAdapter:
+    """Width chosen so the parameter count is the closest to PILA's (a multiple of the group count; the count
+    grows with the width, so a bisection finds it)."""
+    target = count_params(build_pila(cfg))
+    g, blocks, text_dim = cfg["pila"]["groups"], cfg["plain"]["blocks"], cfg["text_dim"]
+    n = lambda k: count_params(PlainAdapter(width=k * g, blocks=blocks, text_dim=text_dim, groups=g))  # noqa: E731
+    lo, hi = 1, 2
+    while n(hi) < target:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if n(mid) < target else (lo, mid)
+    k = lo if abs(n(lo) - target) <= abs(n(hi) - target) else hi
+    return PlainAdapter(width=k * g, blocks=blocks, text_dim=text_dim, groups=g)
+
+
+def build_base(cfg: dict) -> TinyWan:
+    return TinyWan(cfg["wan"], text_dim=cfg["text_dim"], cond_frames=cfg["world"]["cond_frames"], amp=cfg["amp"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# checkpoints (safetensors, never pickle)
+
+def save_training_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None, step: int) -> None:
+    tensors = {f"model/{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"step": str(step)}
+    if opt is not None:
+        sd = opt.state_dict()
+        for i, st in sd["state"].items():
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    tensors[f"opt/{i}/{k}"] = v.detach().contiguous().cpu()
+        meta["param_groups"] = json.dumps(sd["param_groups"])
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_training_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer | None) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    if opt is not None and "param_groups" in meta:
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt/"):
+                _, i, name = k.split("/", 2)
+                state.setdefault(int(i), {})[name] = v
+        opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    return int(meta["step"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stage A targets
+
+def flow_confidence(x0: Tensor, flow: Tensor) -> Tensor:
+    """SPEC section 7's flow confidence, clamp(sigmoid(2 (|grad I| + 0.5 |f| - 0.15)), 0.05, 1), with I the clean
+    frame's channel mean in [0, 1] -> `[B, 1, T, H, W]`."""
+    lum = ((x0.float() + 1) / 2).mean(1, keepdim=True)
+    return torch.sigmoid(2 * (fd.grad_norm(lum) + 0.5 * flow.norm(dim=1, keepdim=True) - 0.15)).clamp(0.05, 1)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the run
+
+class Run:
+    def __init__(self, cfg: dict, out: Path, *, time_budget: float | None = None, log=None):
+        self.cfg, self.out = cfg, out
+        self.log = log or (lambda msg: print(msg, flush=True))
+        self.deadline = None if time_budget is None else time.monotonic() + time_budget
+        self.world = world_config(cfg)
+        dev = cfg["device"]
+        self.device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if dev == "auto" else dev))
+        if self.device.type == "cpu" and cfg["threads"] > 0:
+            torch.set_num_threads(cfg["threads"])
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.text = {k: v.to(self.device) for k, v in
+                     pw.text_embeddings(cfg["text_dim"], seed=cfg["seed"], tokens=cfg["text_tokens"]).items()}
+        out.mkdir(parents=True, exist_ok=True)
+        self._pool: dict[str, dict] | None = None
+
+    # ---- bookkeeping --------------------------------------------------------------------------------------
+    def check_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise OutOfTime
+
+    def phase_dir(self, *parts: str) -> Path:
+        d = self.out.joinpath(*parts)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # ---- data -----------------------------------------------------------------------------------------------
+    def pool(self) -> dict[str, dict]:
+        """Training trajectories (ID ranges) per scenario, cached in pool.safetensors, kept on the device."""
+        if self._pool is None:
+            path = self.out / "pool.safetensors"
+            n = self.cfg["pool_per_scenario"]
+            if path.is_file():
+                flat = load_file(str(path))
+            else:
+                flat = {}
+                for s in pw.SCENARIOS:
+                    for k, v in pw.sample_world(s, n, seed=_key(self.cfg["seed"], "train"), cfg=self.world).items():
+                        flat[f"{s}/{k}"] = v
+                save_file(flat, str(path))
+            self._pool = {s: {k.split("/", 1)[1]: v.to(self.device) for k, v in flat.items() if k.startswith(s + "/")}
+                          for s in pw.SCENARIOS}
+        return self._pool
+
+    def text_for(self, scenarios: list[str]) -> Tensor:
+        return torch.stack([self.text[s] for s in scenarios])
+
+    def batch(self, stream: str, step: int, scenarios: list[str], size: int, sigma_floor: float = 0.0) -> dict:
+        """The training batch of (stream, step): clips, noise, sigma, x_t (condition frames clean), target (0 on the
+        condition frames). The same for every arm that reads the same stream."""
+        g = torch.Generator().manual_seed(_key(self.cfg["seed"], stream, step))
+        pool = self.pool()
+        names = [scenarios[i % len(scenarios)] for i in range(size)]
+        parts, order = [], []
+        for s in scenarios:
+            k = names.count(s)
+            idx = torch.randint(0, pool[s]["pos"].shape[0], (k,), generator=g).to(self.device)
+            parts.append(pw.clips_from_world({n: t[idx] for n, t in pool[s].items()}, s, self.world))
+            order += [s] * k
+        clips = pw.Clips.cat(parts)
+        x0 = clips.video
+        noise = torch.randn(x0.shape, generator=g).to(self.device)
+        sigma = self.sample_sigma(size, g, sigma_floor).to(self.device)
+        return self._noised(clips, x0, noise, sigma) | {"clips": clips, "text": self.text_for(order), "gen": g}
+
+    def sample_sigma(self, n: int, g: torch.Generator, f: float = 0.0) -> Tensor:
+        """SPEC section 7's draw with this world's shift: i ~ U{floor(1000 f)..999}, s = 1 - i/1000,
+        sigma = shift s / (1 + (shift - 1) s)."""
+        lo = int(math.floor(f * 1000))
+        s = 1 - torch.randint(lo, 1000, (n,), generator=g).float() / 1000
+        k = self.cfg["shift"]
+        return k * s / (1 + (k - 1) * s)
+
+    def _noised(self, clips, x0: Tensor, noise: Tensor, sigma: Tensor) -> dict:
+        c = self.world.cond_frames
+        s = sigma.view(-1, 1, 1, 1, 1)
+        x_t = (1 - s) * x0 + s * noise  # SPEC 1: sigma 1 = pure noise
+        x_t = torch.cat([x0[:, :, :c], x_t[:, :, c:]], 2)
+        target = noise - x0
+        target = torch.cat([torch.zeros_like(target[:, :, :c]), target[:, :, c:]], 2)
+        return {"x0": x0, "noise": noise, "sigma": sigma, "x_t": x_t, "target": target}
+
+    # ---- training loop --------------------------------------------------------------------------------------
+    def train(self, name: str, model: nn.Module, groups: list[dict], loss_fn, *, steps: int, warmup: int,
+              step_offset: int = 0) -> nn.Module:
+        """Train `model` for `steps` steps with AdamW (weight decay 0.01, gradient clip 0.5, SPEC section 7);
+        `groups`: [{"params", "lr", "scale": step -> factor}] (lr constant after a linear warm-up, times scale).
+        loss_fn(step_global, step_local) -> (loss, logs). Resumes from and writes phases/<name>/."""
+        d = self.phase_dir("phases", name)
+        final = d / "model.safetensors"
+        if final.is_file():
+            load_training_state(final, model, None)
+            return model
+        opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups], weight_decay=0.01)
+        ckpt, start = d / "state.safetensors", 0
+        if ckpt.is_file():
+            start = load_training_state(ckpt, model, opt)
+            self.log(f"[{name}] resuming at step {start}/{steps}")
+        model.train()
+        params = [p for g in groups for p in g["params"]]
+        t0, logs_acc = time.monotonic(), {}
+        log_path = d / "log.jsonl"
+        for step in range(start, steps):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                save_training_state(ckpt, model, opt, step)
+                self.log(f"[{name}] paused at step {step}/{steps}")
+                raise OutOfTime
+            warm = min(1.0, (step + 1) / max(1, warmup))
+            for pg, g in zip(opt.param_groups, groups):
+                pg["lr"] = g["lr"] * warm * g.get("scale", lambda _s: 1.0)(step)
+            loss, logs = loss_fn(step_offset + step, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.5)
+            opt.step()
+            for k, v in {"loss": loss, **logs}.items():
+                logs_acc[k] = logs_acc.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+            every = max(1, min(50, steps // 10))
+            if (step + 1) % every == 0 or step + 1 == steps:
+                n = (step % every) + 1
+                rec = {"step": step + 1, **{k: v / n for k, v in logs_acc.items()},
+                       "s_per_step": (time.monotonic() - t0) / (step + 1 - start)}
+                with log_path.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                self.log(f"[{name}] " + " ".join(f"{k}={v:.4g}" for k, v in rec.items()))
+                logs_acc = {}
+            if (step + 1) % self.cfg["ckpt_every"] == 0 and step + 1 < steps:
+                save_training_state(ckpt, model, opt, step + 1)
+        save_training_state(final, model, None, steps)
+        if ckpt.is_file():
+            ckpt.unlink()
+        model.eval()
+        return model
+
+    # ---- arms -----------------------------------------------------------------------------------------------
+    def base_model(self, base: str) -> TinyWan:
+        """Train (or load) the frozen base on its scenarios with rectified flow."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_key(self.cfg["seed"], "init", "base") % 2**31)
+            model = build_base(self.cfg).to(self.device)
+        bt = self.cfg["base_train"]
+        scen = self.cfg["base_scenarios"][base]
+
+        def loss_fn(step, _local):
+            b = self.batch(f"base-{base}", step, scen, bt["batch"])
+            v = model(b["x_t"], b["sigma"], b["text"])
+            return F.mse_loss(v, b["target"]), {}
+
+        model = self.train(f"{base}/base", model, [{"params": list(model.parameters()), "lr": bt["lr"]}], loss_fn,
+                           steps=bt["steps"], warmup=bt["warmup"])
+        model.requires_grad_(False).eval()
+        return model
+
+    def adapter_batch(self, base: TinyWan, step: int, *, random_labels: bool = False, sigma_floor: float = 0.0) -> dict:
+        at = self.cfg["adapter_train"]
+        b = self.batch("adapter", step, at["scenarios"], at["batch"], sigma_floor=sigma_floor)
+        with torch.no_grad():
+            b["v"] = base(b["x_t"], b["sigma"], b["text"])
+        b["labels"] = self.random_labels(b["clips"].labels, b["gen"]) if random_labels else b["clips"].labels
+        return b
+
+    @staticmethod
+    def random_labels(like: Tensor, g: torch.Generator) -> Tensor:
+        return (torch.rand(like.shape, generator=g) < 0.25).float().to(like.device)
+
+    def _corrected(self, b: dict, dv: Tensor) -> Tensor:
+        c = self.world.cond_frames
+        dv = torch.cat([torch.zeros_like(dv[:, :, :c]), dv[:, :, c:]], 2)  # no correction on condition frames
+        return apply_correction(b["v"], dv, b["sigma"]), dv
+
+    def plain_arm(self, base: TinyWan, base_name: str) -> nn.Module:
+        """Eq. 11 without CSRC (the trainer's stage_c_loss with lambda_phys 0) on the same batches as PILA."""
+        from training import train as T
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_key(self.cfg["seed"], "init", "plain") % 2**31)
+            model = build_plain(self.cfg).to(self.device)
+        at = self.cfg["adapter_train"]
+
+        def loss_fn(step, _local):
+            b = self.adapter_batch(base, step)
+            dv = model(b["x_t"], b["sigma"], b["v"], b["text"], None, b["labels"])
+            loss, logs = T.stage_c_loss(b["v"], dv, b["target"], b["sigma"], dv.new_zeros(()), lambda_phys=0.0)
+            return loss, {"mse": logs["mse"]}
+
+        return self.train(f"{base_name}/plain", model, [{"params": list(model.parameters()), "lr": at["lr"]}],
+                          loss_fn, steps=at["steps"], warmup=at["warmup"])
+
+    def finetune_arm(self, base: TinyWan, base_name: str) -> TinyWan:
+        model = copy.deepcopy(base).requires_grad_(True)
+        at = self.cfg["adapter_train"]
+
+        def loss_fn(step, _local):
+            b = self.adapter_batch(base, step)  # the same batches (the frozen base's v is not used)
+            v = model(b["x_t"], b["sigma"], b["text"])
+            return F.mse_loss(v, b["target"]), {}
+
+        model = self.train(f"{base_name}/finetune", model, [{"params": list(model.parameters()), "lr": at["lr"]}],
+                           loss_fn, steps=at["steps"], warmup=at["warmup"])
+        return model.requires_grad_(False).eval()
+
+    def pila_arm(self, base: TinyWan, base_name: str, arm: str) -> nn.Module:
+        """Stages A -> B -> C of the project's trainer (training.train: StageModel, its stage losses and schedules,
+        SPEC section 7) on this world's batches. The stages share the adapter step stream, so PILA sees exactly the
+        plain adapter's batches; the schedules are the paper's, scaled to this run's stage lengths. `pila_nores`
+        skips B (its steps go to C) and has lambda_phys = 0; `pila_randlabels` reads random labels throughout."""
+        from training import train as T
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_key(self.cfg["seed"], "init", arm) % 2**31)
+            adapter = build_pila(self.cfg, arm).to(self.device)
+        at, frac = self.cfg["adapter_train"], self.cfg["pila"]["stages"]
+        n_a = 3 * max(1, int(round(at["steps"] * frac["A"] / 3)))
+        n_b = 0 if arm == "pila_nores" else int(round(at["steps"] * frac["B"]))
+        n_c = at["steps"] - n_a - n_b
+        assert n_c > 0, f"adapter_train.steps {at['steps']} leaves no Stage C steps after A {n_a} and B {n_b}"
+        scale = n_c / 10000  # the paper's C-stage ramps (1000-2000 steps) become 10-20 % of this run's C
+        tc = T.TrainConfig(schedule_scale=scale, shift=self.cfg["shift"], lr=at["lr"],
+                           a_phase_steps=max(1, round(n_a / 3 / scale)), b_steps=max(1, round(n_b / scale)),
+                           b_phase_starts=tuple(round(f * n_b / scale) for f in (0, 0.2, 0.4, 0.6, 0.9)),
+                           b_ramp=max(1, round(0.02 * n_b / scale)), c_steps=n_c,
+                           lambda_phys=0.0 if arm == "pila_nores" else 0.30)
+        model = T.StageModel(adapter)
+        groups = adapter.param_groups()
+        rand = arm == "pila_randlabels"
+        name = f"{base_name}/{arm}"
+        offset = 0
+        for stage, n in (("A", n_a), ("B", n_b), ("C", n_c)):
+            if n == 0:
+                continue
+            trains = T.STAGE_TRAINS[stage]
+            for p_ in adapter.parameters():  # set once per stage, before its optimizer is built
+                p_.requires_grad_(False)
+            for g in trains:
+                for p_ in groups[g]:
+                    p_.requires_grad_(True)
+
+            def lr_scale(g):
+                if stage == "C" and g == "encoder":
+                    return lambda step: T.stage_c_schedule(step, tc)["encoder_lr"]
+                if stage == "C" and g == "u_head":
+                    return lambda step: 0.0
+                return lambda step: 1.0
+
+            def loss_fn(step, local, stage=stage):
+                knobs = T._knobs(stage, local, tc)
+                b = self.adapter_batch(base, step, random_labels=rand, sigma_floor=knobs["f"])
+                batch = {"target": b["target"], "labels": b["labels"], "phys": b["text"], "phys_mask": None}
+                if stage == "A":
+                    flow, _ = pw.flow_field(b["clips"], self.world)
+                    batch.update(flow=flow, jac=T.jacobian(flow), conf=flow_confidence(b["x0"], flow))
+                loss, logs = model(stage, b["x_t"], b["sigma"], b["v"], batch, knobs)
+                keep = ("mse", "csrc", "flow", "jacobian", "mse_backbone")
+                return loss, {k: v for k, v in logs.items() if k in keep}
+
+            self.train(f"{name}/{stage}", adapter,
+                       [{"params": groups[g], "lr": at["lr"], "scale": lr_scale(g)} for g in trains],
+                       loss_fn, steps=n, warmup=at["warmup"], step_offset=offset)
+            offset += n
+        return adapter.requires_grad_(False).eval()
+
+    def arm_model(self, base: TinyWan, base_name: str, arm: str):
+        """(model, adapter) for sampling: the base and its adapter (None for base / finetune)."""
+        if arm == "base":
+            return base, None
+        if arm == "finetune":
+            return self.finetune_arm(base, base_name), None
+        if arm == "plain":
+            return base, self.plain_arm(base, base_name)
+        return base, self.pila_arm(base, base_name, arm)
+
+    # ---- evaluation -----------------------------------------------------------------------------------------
+    def eval_sets(self) -> list[tuple[str, str]]:
+        return [(s, sp) for s in pw.SCENARIOS for sp in pw.splits_for(s) if sp in self.cfg["eval"]["splits"]]
+
+    def eval_clips(self, scenario: str, split: str) -> tuple[pw.Clips, Tensor]:
+        ev = self.cfg["eval"]
+        clips = pw.make_clips(scenario, ev["n"], seed=ev["seed"], split=split, cfg=self.world)
+        g = torch.Generator().manual_seed(_key(ev["seed"], "noise", scenario, split))
+        return clips, torch.randn(clips.video.shape, generator=g)
+
+    @torch.no_grad()
+    def sample(self, model: TinyWan, adapter: nn.Module | None, clips: pw.Clips, noise: Tensor, *,
+               labels: Tensor | None = None) -> Tensor:
+        """Euler from sigma 1 to 0 on the shifted schedule; condition frames clean at every call."""
+        ev, c, k = self.cfg["eval"], self.world.cond_frames, self.cfg["shift"]
+        t = torch.linspace(1, 0, ev["steps"] + 1)
+        sig = (k * t / (1 + (k - 1) * t)).tolist()
+        outs = []
+        for i in range(0, len(clips), ev["batch"]):
+            x0 = clips.video[i:i + ev["batch"]].to(self.device)
+            x = noise[i:i + ev["batch"]].to(self.device).clone()
+            text = self.text_for(clips.scenario[i:i + ev["batch"]])
+            y = (clips.labels if labels is None else labels)[i:i + ev["batch"]].to(self.device)
+            for j in range(ev["steps"]):
+                x = torch.cat([x0[:, :, :c], x[:, :, c:]], 2)
+                s = torch.full((x.shape[0],), sig[j], device=self.device)
+                v = model(x, s, text)
+                if adapter is not None:
+                    dv = adapter(x, s, v, text, None, y)
+                    dv = dv.dv if hasattr(dv, "dv") else dv
+                    v, _ = self._corrected({"v": v, "sigma": s}, dv)
+                x = x + (sig[j + 1] - sig[j]) * v
+            outs.append(torch.cat([x0[:, :, :c], x[:, :, c:]], 2).clamp(-1, 1).cpu())
+        return torch.cat(outs)
+
+    def evaluate(self, name: str, video_fn) -> None:
+        """Per-clip metrics of one arm on every eval set -> eval/<name>.safetensors (skipped when present)."""
+        path = self.out / "eval" / f"{name.replace('/', '__')}.safetensors"
+        if path.is_file():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        flat = {}
+        for scenario, split in self.eval_sets():
+            self.check_time()
+            clips, noise = self.eval_clips(scenario, split)
+            video = video_fn(clips, noise)
+            for mode in ("blob", "frame"):
+                m = pw.motion_metrics(video, clips, self.world, mode=mode)
+                for k in ("vel_err", "det_rate", "pos_err", "vel_err_frames"):
+                    flat[f"{scenario}/{split}/{mode}/{k}"] = m[k].float().contiguous()
+            if split == "id":
+                flat[f"{scenario}/film"] = video[:self.cfg["eval"]["film"]].half().contiguous()
+        save_file(flat, str(path))
+        self.log(f"[eval] {name} written")
+
+    def run(self) -> bool:
+        """Everything not done yet; True when the report is written."""
+        cfg = self.cfg
+        (self.out / "config.json").write_text(json.dumps(cfg, indent=1))
+        for name, fn in pw.BASELINES.items():
+            self.evaluate(f"baseline/{name}", lambda clips, noise, fn=fn: fn(clips, self.world))
+        params = {}
+        for base_name in cfg["bases"]:
+            base = self.base_model(base_name)
+            params[f"{base_name}/base"] = count_params(base)
+            for arm in cfg["arms"]:
+                self.check_time()
+                model, adapter = self.arm_model(base, base_name, arm)
+                params[f"{base_name}/{arm}"] = count_params(adapter if adapter is not None else model)
+                labels_fn = None
+                if arm == "pila_randlabels":
+                    labels_fn = lambda clips: self.random_labels(  # noqa: E731
+                        clips.labels, torch.Generator().manual_seed(_key(cfg["seed"], "eval-labels")))
+                self.evaluate(f"{base_name}/{arm}", lambda clips, noise, m=model, a=adapter, lf=labels_fn:
+                              self.sample(m, a, clips, noise, labels=None if lf is None else lf(clips)))
+                del model, adapter
+        (self.out / "params.json").write_text(json.dumps(params, indent=1))
+        write_report(self.out, cfg, self.world, params)
+        return True
+
+
+# ------------------------------------------------------------------------------------------------------------
+# report
+
+def _load_eval(out: Path, name: str) -> dict[str, Tensor]:
+    return load_file(str(out / "eval" / f"{name.replace('/', '__')}.safetensors"))
+
+
+def _ci(r: dict) -> str:
+    return f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] ({100 * r['improved']:.0f}%)"
+
+
+def write_report(out: Path, cfg: dict, world: pw.WorldConfig, params: dict) -> Path:
+    """report.md with the tables, a per-frame error plot per arm and filmstrips (PNG), pairs.csv with every pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = cfg["eval"]
+    sets = [(s, sp) for s in pw.SCENARIOS for sp in pw.splits_for(s) if sp in ev["splits"]]
+    baselines = {n: _load_eval(out, f"baseline/{n}") for n in pw.BASELINES}
+    lines = [f"# Physics world: does the PILA correction make generated motion more physical? (`{cfg['name']}`)", "",
+             f"World {world.size}x{world.size}, {world.frames} frames, first {world.cond_frames} given; "
+             f"{ev['n']} clips per scenario and split, {ev['steps']} Euler steps (shift {cfg['shift']}), the same clips "
+             f"and noise for every arm. Metric: velocity error |v_det - v_true| in px/frame over the generated frames "
+             f"(finite differences of the colour-detected ball centroid, largest blob unless stated; undetected balls "
+             f"hold their last position). Differences are arm minus comparator: negative = the arm is better; "
+             f"[95% paired bootstrap CI, {ev['boot']} resamples] (share of clips improved).", ""]
+    lines += ["## Parameters", "", "| model | parameters |", "|---|---|"]
+    lines += [f"| {k} | {v:,} |" for k, v in params.items()]
+    lines += ["", "Adapters count their own parameters; `finetune` counts the whole base it trains.", ""]
+    csv = ["base,scenario,split,arm,comparator,diff,lo,hi,improved,n"]
+    for base in cfg["bases"]:
+        arms = cfg["arms"]
+        res = {a: _load_eval(out, f"{base}/{a}") for a in arms}
+        cols = list(pw.BASELINES) + arms
+        allres = {**baselines, **res}
+        lines += [f"## Base `{base}` (trained on {', '.join(cfg['base_scenarios'][base])})", ""]
+        for metric, title in (("blob/vel_err", "Velocity error, px/frame (largest blob)"),
+                              ("frame/vel_err", "Velocity error, px/frame (whole frame)"),
+                              ("blob/det_rate", "Detection rate (largest blob)"),
+                              ("blob/pos_err", "Position error, px, mean over generated frames (largest blob)")):
+            lines += [f"### {title}", "", "| scenario | split | " + " | ".join(cols) + " |",
+                      "|---|---|" + "---|" * len(cols)]
+            for s, sp in sets:
+                vals = [float(allres[c][f"{s}/{sp}/{metric}"].mean()) for c in cols]
+                lines.append(f"| {s} | {sp} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+            lines.append("")
+        # paired differences of every arm against each other arm (velocity error, blob)
+        pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
+        pairs = [(b, a) if b.startswith("pila") and not a.startswith("pila") else (a, b) for a, b in pairs]
+        boot = {}
+        for a, b in pairs:
+            for s, sp in sets:
+                key = f"{s}/{sp}/blob/vel_err"
+                r = pw.paired_bootstrap(res[a][key], res[b][key], n_boot=ev["boot"], seed=_key(cfg["seed"], a, b, s, sp))
+                boot[(a, b, s, sp)] = r
+                csv.append(f"{base},{s},{sp},{a},{b},{r['diff']:.5f},{r['lo']:.5f},{r['hi']:.5f},{r['improved']:.4f},{r['n']}")
+        focal = [a for a in arms if a.startswith("pila")] or arms[:1]
+        for a in focal:
+            comps = [b for b in arms if b != a and (a, b) in {(x, y) for x, y, *_ in boot}]
+            if not comps:
+                continue
+            lines += [f"### `{a}` minus each other arm: velocity error difference", "",
+                      "| scenario | split | " + " | ".join(f"vs {b}" for b in comps) + " |",
+                      "|---|---|" + "---|" * len(comps)]
+            for s, sp in sets:
+                lines.append(f"| {s} | {sp} | " + " | ".join(_ci(boot[(a, b, s, sp)]) for b in comps) + " |")
+            lines.append("")
+        others = [(a, b) for a, b in pairs if not a.startswith("pila")]
+        if others:
+            lines += ["### The other pairs", "", "| scenario | split | " + " | ".join(f"{a} - {b}" for a, b in others)
+                      + " |", "|---|---|" + "---|" * len(others)]
+            for s, sp in sets:
+                lines.append(f"| {s} | {sp} | " + " | ".join(_ci(boot[(a, b, s, sp)]) for a, b in others) + " |")
+            lines.append("")
+        # the paper's claim: pila below plain and below finetune, CI excluding 0, on bounce and collision
+        if "pila" in arms and "plain" in arms and "finetune" in arms:
+            lines += ["### The claim: `pila` lower than both `plain` and `finetune`, CI excluding zero", "",
+                      "| scenario | split | vs plain | vs finetune | holds |", "|---|---|---|---|---|"]
+            held = total = 0
+            for s, sp in sets:
+                if s == "uniform":
+                    continue
+                rp, rf = boot[("pila", "plain", s, sp)], boot[("pila", "finetune", s, sp)]
+                ok = rp["hi"] < 0 and rf["hi"] < 0
+                held, total = held + ok, total + 1
+                lines.append(f"| {s} | {sp} | {_ci(rp)} | {_ci(rf)} | {'yes' if ok else 'no'} |")
+            lines += ["", f"The claim holds on {held} of {total} bounce/collision sets.", ""]
+        # per-frame plots, one per arm
+        gen = np.arange(world.cond_frames, world.frames)
+        for a in arms:
+            fig, axes = plt.subplots(1, len(pw.SCENARIOS), figsize=(4 * len(pw.SCENARIOS), 3.2), sharey=True)
+            for ax, s in zip(axes, pw.SCENARIOS):
+                for sp in pw.splits_for(s):
+                    if sp in ev["splits"]:
+                        ax.plot(gen, res[a][f"{s}/{sp}/blob/pos_err"].mean(0).numpy(), label=sp)
+                ax.plot(gen, baselines["constant_velocity"][f"{s}/id/blob/pos_err"].mean(0).numpy(), "k--",
+                        label="const. velocity (id)")
+                ax.set_title(s)
+                ax.set_xlabel("frame")
+            axes[0].set_ylabel("position error, px")
+            axes[-1].legend(fontsize=7)
+            fig.suptitle(f"{base} / {a}: per-frame position error")
+            fig.tight_layout()
+            fig.savefig(out / f"per_frame_{base}_{a}.png", dpi=80)
+            plt.close(fig)
+            lines.append(f"![{a}](per_frame_{base}_{a}.png)")
+        lines.append("")
+        # filmstrips: ground truth and every arm, the first eval clips of each scenario (id)
+        for s in pw.SCENARIOS:
+            gt = pw.make_clips(s, ev["film"], seed=ev["seed"], split="id", cfg=world).video
+            rows = [("ground truth", gt)] + [(a, res[a][f"{s}/film"].float()) for a in arms]
+            n = min(ev["film"], gt.shape[0])
+            fig, axes = plt.subplots(len(rows) * n, 1, figsize=(world.frames * 0.6, len(rows) * n * 0.7))
+            axes = np.atleast_1d(axes)
+            for i in range(n):
+                for j, (label, vid) in enumerate(rows):
+                    strip = ((vid[i].clamp(-1, 1) + 1) / 2).permute(2, 1, 3, 0)  # [H, T, W, 3]
+                    strip = strip.reshape(world.size, -1, 3).numpy()
+                    ax = axes[i * len(rows) + j]
+                    ax.imshow(strip, interpolation="nearest")
+                    ax.set_yticks([])
+                    ax.set_xticks([])
+                    ax.set_ylabel(label, rotation=0, ha="right", fontsize=7)
+            fig.tight_layout()
+            fig.savefig(out / f"filmstrip_{base}_{s}.png", dpi=80)
+            plt.close(fig)
+            lines.append(f"![{s}](filmstrip_{base}_{s}.png)")
+        lines.append("")
+    (out / "pairs.csv").write_text("\n".join(csv) + "\n")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="smoke", help="smoke | full | a JSON path (merged over the defaults)")
+    ap.add_argument("--out", default="runs/physworld", help="output folder; the config name is appended")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="seconds; stop cleanly (PAUSED) after this and re-run the same command to continue")
+    ap.add_argument("--device", default=None, help="cpu | cuda | auto (default: the config's)")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    if args.device:
+        cfg["device"] = args.device
+    out = Path(args.out) / cfg["name"]
+    t0 = time.monotonic()
+    try:
+        Run(cfg, out, time_budget=args.time_budget).run()
+    except OutOfTime:
+        print(f"PAUSED after {time.monotonic() - t0:.0f} s: re-run the same command to continue ({out})")
+        return 0
+    print(f"DONE in {time.monotonic() - t0:.0f} s: report at {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
