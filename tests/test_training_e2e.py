@@ -118,3 +118,11 @@ def test_torchrun_two_gloo_ranks_match_one_process(moving_cache, tmp_path):
     moved = max(float((a[k].float() - T.new_adapter(T.load_config(str(TINY), [])).state_dict()[k].float()).abs().max()) for k in a)
     assert moved > 1e-3, "training did not change the adapter"
     assert worst <= 1e-5, f"2 ranks vs 1 process with accumulation 2: max difference {worst}"
+    # FSDP2 (fully_shard over gloo) gives the same weights
+    fsdp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29532",
+                           "-m", "training.train", *common, "--strategy", "fsdp", "--out", str(tmp_path / "fsdp")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    c = _state(tmp_path / "fsdp" / "adapter.safetensors")
+    worst = max(float((c[k].float() - b[k].float()).abs().max()) for k in c)
+    assert worst <= 1e-5, f"FSDP2 on 2 ranks vs 1 process: max difference {worst}"

@@ -446,8 +446,8 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def wrap(model: StageModel, optimizer_groups, cfg: TrainConfig, d: Dist):
-    """-> (module to call, optimizer, engine or None)."""
+def wrap(model: StageModel, make_groups, cfg: TrainConfig, d: Dist):
+    """-> (module to call, optimizer, engine or None); `make_groups()` gives the AdamW groups after wrapping."""
     if cfg.strategy == "deepspeed":
         try:
             import deepspeed
@@ -460,19 +460,24 @@ def wrap(model: StageModel, optimizer_groups, cfg: TrainConfig, d: Dist):
                                                  if cfg.deepspeed_offload else {})},
             "zero_force_ds_cpu_optimizer": False, "steps_per_print": 10 ** 9,
         }
-        opt = torch.optim.AdamW(optimizer_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(make_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         engine, opt, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=ds_cfg)
         return engine, opt, engine
     if d.world > 1 and cfg.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
         module = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     elif cfg.strategy == "fsdp" and d.world > 1:
+        # FSDP2, one unit at the root: every parameter is gathered for the whole stage forward (so the experts
+        # nobody on this rank selected still match the other ranks' collectives). The CSRC constants are scalars,
+        # which fully_shard cannot shard: they stay replicated and their gradients are averaged by hand.
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
-        fully_shard(model)
+        mesh = init_device_mesh(d.device.type, (d.world,))
+        fully_shard(model, mesh=mesh, ignored_params=set(model.adapter.csrc.parameters()))
         module = model
     else:
         module = model
-    opt = torch.optim.AdamW(optimizer_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(make_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return module, opt, None
 
 
@@ -491,6 +496,11 @@ def save_checkpoint(path: Path, model: StageModel, opt: torch.optim.Optimizer, m
     """One safetensors file, written to a temp name and renamed: model, optimizer tensors, RNG states, and the
     JSON state (step, epoch, sampler position, optimizer param groups, python/numpy RNG scalars) in its metadata."""
     from safetensors.torch import save_file
+    if engine is not None:  # DeepSpeed's own (sharded, torch.save) format; our state JSON beside it
+        engine.save_checkpoint(str(path.parent / "deepspeed"), tag="latest", client_state={"pila": meta})
+        if d.main:
+            _atomic_text(path.with_suffix(".json"), json.dumps(dict(meta, config=asdict(cfg))))
+        return
     model_sd, optim_sd = _full_state(model, opt, cfg, engine)
     if not d.main:
         return
@@ -518,16 +528,27 @@ def save_checkpoint(path: Path, model: StageModel, opt: torch.optim.Optimizer, m
     os.replace(tmp, path)
 
 
+def _full(t):
+    """A DTensor shard (FSDP2) -> the full tensor (a collective: every rank calls it in the same order)."""
+    from torch.distributed.tensor import DTensor
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
 def _full_state(model: StageModel, opt, cfg: TrainConfig, engine) -> tuple[dict, dict]:
-    if cfg.strategy == "fsdp" and _is_dist():
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-        return get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if engine is not None:
-        raise NotImplementedError("checkpoints with --strategy deepspeed use DeepSpeed's own format (not here yet); "
-                                  "use --strategy ddp or fsdp for resumable runs")
+    """Full (unsharded) model and optimizer state on every rank; plain tensors for DDP / one process."""
     m = model.module if hasattr(model, "module") else model
-    sd = opt.state_dict()
-    return m.state_dict(), sd
+    sd = {k: _full(v) for k, v in m.state_dict().items()}
+    if opt is None:
+        return sd, {}
+    osd = opt.state_dict()
+    state = {pid: {k: _full(v) if torch.is_tensor(v) else v for k, v in st.items()} for pid, st in osd["state"].items()}
+    return sd, {"state": state, "param_groups": osd["param_groups"]}
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _is_dist() -> bool:
@@ -551,18 +572,19 @@ def load_checkpoint(path: Path, model: StageModel, opt: torch.optim.Optimizer, c
         pid, name = k.rsplit(".", 1)
         state.setdefault(_pid(pid), {})[name] = v
     optim_sd = {"state": state, "param_groups": oj["param_groups"]}
-    if cfg.strategy == "fsdp" and _is_dist():
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-        set_state_dict(model, opt, model_state_dict=model_sd, optim_state_dict=optim_sd,
-                       options=StateDictOptions(full_state_dict=True))
-    else:
-        m = model.module if hasattr(model, "module") else model
-        ref = m.state_dict()
-        m.load_state_dict({k: v.to(ref[k].dtype) for k, v in model_sd.items()}, strict=True)
-        dev = next(m.parameters()).device
-        optim_sd["state"] = {k: {n: (t.to(dev) if torch.is_tensor(t) and n != "step" else t) for n, t in st.items()}
-                             for k, st in state.items()}
-        opt.load_state_dict(optim_sd)
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    def like(full: Tensor, ref: Tensor) -> Tensor:  # re-shard a full tensor the way `ref` is (FSDP2) or move it
+        full = full.to(device=ref.device, dtype=ref.dtype)
+        return distribute_tensor(full, ref.device_mesh, ref.placements) if isinstance(ref, DTensor) else full
+
+    m = model.module if hasattr(model, "module") else model
+    ref = m.state_dict()
+    m.load_state_dict({k: like(v, ref[k]) for k, v in model_sd.items()}, strict=True)
+    plist = [p for g in opt.param_groups for p in g["params"]]
+    optim_sd["state"] = {pid: {n: (like(t, plist[pid]) if torch.is_tensor(t) and n != "step" else t) for n, t in st.items()}
+                         for pid, st in state.items()}
+    opt.load_state_dict(optim_sd)
     torch.set_rng_state(tensors["rng.torch"])
     if torch.cuda.is_available():
         cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
@@ -685,20 +707,25 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     trains = STAGE_TRAINS[stage]
     for p in adapter.parameters():  # set once, before the optimizer is built; never toggled during the stage
         p.requires_grad_(False)
-    opt_groups = []
     for name in trains:
-        params = groups[name]
-        for p in params:
+        for p in groups[name]:
             p.requires_grad_(True)
-        opt_groups.append({"params": params, "lr": cfg.lr, "name": name})
+
+    def make_groups():  # read after wrapping: FSDP2 replaces the parameters with sharded ones
+        g = adapter.param_groups()
+        return [{"params": g[name], "lr": cfg.lr, "name": name} for name in trains]
+
     model = StageModel(adapter)
-    module, opt, engine = wrap(model, opt_groups, cfg, d)
+    module, opt, engine = wrap(model, make_groups, cfg, d)
     G = cfg.batch_size * cfg.grad_accum * d.world
     total = stage_length(stage, cfg, len(data), G)
     stream = Stream(len(data), seed=cfg.seed, stage=stage, global_batch=G)
     ckpt = sdir / "ckpt.safetensors"
     start = 0
-    if ckpt.is_file():
+    if engine is not None and ckpt.with_suffix(".json").is_file():
+        engine.load_checkpoint(str(sdir / "deepspeed"), tag="latest")
+        start = json.loads(ckpt.with_suffix(".json").read_text())["step"]
+    elif ckpt.is_file():
         meta = load_checkpoint(ckpt, model, opt, cfg)
         start = meta["step"]
         if d.main:
@@ -715,7 +742,7 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     from tqdm import tqdm
     bar = tqdm(total=total, initial=start, desc=f"stage {stage}", disable=not (cfg.progress and d.main),
                dynamic_ncols=True, unit="step")
-    params = [p for g in opt_groups for p in g["params"]]
+    params = [p for g in opt.param_groups for p in g["params"]]
     t0, done = time.time(), 0
     metrics_path = Path(cfg.out) / "metrics.jsonl"
     for step in range(start, total):
@@ -728,20 +755,25 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
             x_t, sigma, target = _noise(batch["latents"], stage, step, pos, knobs, cfg)
             v = backbone(x_t, sigma, batch["text"])
             batch["target"] = target
-            sync = (a == cfg.grad_accum - 1) or engine is not None or not hasattr(module, "no_sync")
+            last_micro = a == cfg.grad_accum - 1
+            if hasattr(module, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-step
+                module.set_requires_gradient_sync(last_micro)
+            sync = last_micro or engine is not None or not hasattr(module, "no_sync")
             with (nullcontext() if sync else module.no_sync()), amp():
                 loss, logs = module(stage, x_t, sigma, v, batch, knobs)
-            if engine is not None:
+            if engine is not None:  # DeepSpeed scales by 1/accum and steps only at the accumulation boundary
                 engine.backward(loss)
+                engine.step()
             else:
                 (loss / cfg.grad_accum).backward()
             logs["loss"] = loss.detach()
             for k, val in logs.items():
                 logs_acc[k] = logs_acc.get(k, 0.0) + float(val) / cfg.grad_accum
         if engine is not None:
-            engine.step()
-            gnorm = float("nan")
+            gnorm = float(engine.get_global_grad_norm() or float("nan"))
         else:
+            if cfg.strategy == "fsdp" and d.world > 1:
+                _average_replicated_grads(model.adapter.csrc.parameters(), d)
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else float("nan")
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -756,11 +788,12 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
             raise FloatingPointError(f"stage {stage} step {step}: non-finite losses {logs_acc}")
         done += 1
         if d.main:
-            if writer is not None:
-                for k, val in logs_acc.items():
-                    writer.add_scalar(f"{stage}/{k}", val, step)
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps({"stage": stage, "step": step, **logs_acc}) + "\n")
+            if step % max(1, cfg.log_every) == 0 or step + 1 == total:
+                if writer is not None:
+                    for k, val in logs_acc.items():
+                        writer.add_scalar(f"{stage}/{k}", val, step)
+                with open(metrics_path, "a") as fh:
+                    fh.write(json.dumps({"stage": stage, "step": step, **logs_acc}) + "\n")
             bar.set_postfix(loss=f"{logs_acc['loss']:.4g}")
             bar.update(1)
         last = step + 1 == total
@@ -777,10 +810,11 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     bar.close()
     if writer is not None:
         writer.close()
-    if d.world > 1 and cfg.strategy == "ddp":
-        _LAST_CHECKSUM["value"] = checksum(model.adapter)
+    plain = _plain_adapter(model, cfg)
+    if d.world > 1:
+        _LAST_CHECKSUM["value"] = checksum(plain)
     if d.main:
-        save_adapter(final, _plain_adapter(model, cfg), extra_metadata={
+        save_adapter(final, plain, extra_metadata={
             "stage": stage, "steps": total, "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("out", "cache")},
             "seconds": round(time.time() - t0, 1)})
         log.info("stage %s: finished %d steps -> %s", stage, total, final)
@@ -795,11 +829,11 @@ class StopTraining(Exception):
 
 
 def _plain_adapter(model: StageModel, cfg: TrainConfig) -> PILAAdapter:
-    if cfg.strategy == "fsdp" and _is_dist():
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    """The trained adapter as a plain fp32-or-own-dtype module (gathers FSDP2 shards; call on every rank)."""
+    if (cfg.strategy == "fsdp" and _is_dist()) or (cfg.strategy == "deepspeed" and model.adapter.dtype != torch.float32):
+        sd, _ = _full_state(model, None, cfg, None)
         fresh = PILAAdapter(model.adapter.config)
-        fresh.load_state_dict({k[len("adapter."):]: v for k, v in sd.items()}, strict=True)
+        fresh.load_state_dict({k[len("adapter."):]: v.float() for k, v in sd.items()}, strict=True)
         return fresh
     return model.adapter
 
@@ -842,6 +876,14 @@ def _noise(x0: Tensor, stage: str, step: int, positions: list[int], knobs: dict,
     s = sigma.view(-1, 1, 1, 1, 1)
     x_t = (1 - s) * x0 + s * noise  # SPEC 1: sigma 1 = pure noise
     return x_t, sigma, noise - x0
+
+
+def _average_replicated_grads(params, d: Dist) -> None:
+    import torch.distributed as dist
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= d.world
 
 
 def _reduce_logs(logs: dict[str, float], d: Dist) -> dict[str, float]:
