@@ -107,6 +107,7 @@ def test_wisa_mapping_on_the_example(shared_dir):
     assert D.wisa_categories({"label": "no change", "q0": "no obvious dynamic phenomenon"}) == []
 
 
+@pytest.mark.slow
 def test_corrupt_missing_short_clips_are_skipped_and_counted(tmp_path):
     from training.cache import CacheConfig, build_cache
     ann = D.make_synthetic_dataset(tmp_path / "d", clips=2, frames=17, height=48, width=48)
@@ -218,3 +219,80 @@ def test_diffusers_and_comfyui_wan_give_the_same_velocity(tmp_path):
             b = theirs(x, torch.tensor([1000 * sigma]), ctx)
         rel = float((a - b).norm() / a.norm())
         assert rel < 1e-5, f"sigma {sigma}: relative error {rel:.2e}"
+
+
+# ------------------------------------------------------------------------------------------- the stage modules
+
+def _tiny_batch(B=2, t=3, h=8, w=8, text_dim=32):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(B, 16, t, h, w, generator=g)
+    noise = torch.randn(B, 16, t, h, w, generator=g)
+    labels = torch.zeros(B, 8)
+    labels[0, [0, 5]] = 1
+    labels[1, [2, 6]] = 1
+    batch = {"latents": x0, "phys": torch.randn(B, 5, text_dim, generator=g), "phys_mask": torch.ones(B, 5, dtype=torch.bool),
+             "labels": labels, "target": noise - x0}
+    return batch, x0, noise
+
+
+def test_stage_c_forward_matches_the_adapter_forward():
+    """StageModel spells adapter.forward out (to read its own routed bank for the mask); it must stay identical."""
+    from pila import PILAAdapter
+    torch.manual_seed(0)
+    adapter = PILAAdapter(hidden=16, text_dim=32)
+    torch.nn.init.normal_(adapter.decoder.out.weight, std=0.02)  # a non-zero dv
+    batch, x0, noise = _tiny_batch()
+    sigma = torch.tensor([0.3, 0.6])
+    s = sigma.view(-1, 1, 1, 1, 1)
+    x_t = (1 - s) * x0 + s * noise
+    v = torch.randn_like(x0) * 0.5
+    knobs = dict(T._knobs("C", 0, T.TrainConfig()), lambda_phys=0.3, csrc_scale=1.0, sigma_threshold=1.0)
+    loss, logs = T.StageModel(adapter)("C", x_t, sigma, v, batch, knobs)
+    out = adapter(x_t, sigma, v, batch["phys"], batch["phys_mask"], batch["labels"], return_aux=True,
+                  compute_residuals=True, physical_mask=torch.ones(2, 1, 3, 8, 8))  # step 0: the mask is all ones
+    want, parts = T.stage_c_loss(v, out.dv, batch["target"], sigma, out.losses["csrc"], lambda_phys=0.3)
+    assert float(out.losses["csrc"].detach()) > 0
+    assert float(logs["csrc"]) == pytest.approx(float(out.losses["csrc"]), rel=1e-6)
+    assert float(logs["mse"]) == pytest.approx(float(parts["mse"]), rel=1e-6)
+    assert float(loss) == pytest.approx(float(want), rel=1e-6)
+    # the sigma threshold drops the second sample (sigma 0.6) from CSRC, not from routing
+    knobs["sigma_threshold"] = 0.4
+    _, logs2 = T.StageModel(adapter)("C", x_t, sigma, v, batch, knobs)
+    assert float(logs2["csrc_samples"]) == 0.5 and float(logs2["mse"]) == pytest.approx(float(logs["mse"]), rel=1e-6)
+
+
+def test_every_trainable_parameter_gets_a_gradient_each_step():
+    """DDP/FSDP need the same parameters on every rank: unselected experts get exact zero gradients."""
+    from pila import PILAAdapter
+    adapter = PILAAdapter(hidden=16, text_dim=32, top_k=2)
+    batch, x0, noise = _tiny_batch()
+    sigma = torch.tensor([0.3, 0.6])
+    v = torch.randn_like(x0)
+    knobs = dict(T._knobs("C", 5000, T.TrainConfig()))
+    loss, _ = T.StageModel(adapter)("C", 0.5 * x0 + 0.5 * noise, sigma, v, batch, knobs)
+    loss.backward()
+    missing = [n for n, p in adapter.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without a gradient: {missing[:5]}"
+    used = {k for k in range(8) if any(float(p.grad.abs().sum()) > 0 for p in adapter.experts.experts[k].parameters())}
+    assert 2 <= len(used) <= 4  # top-2 per sample; the others' gradients are exact zeros
+
+
+def test_deepspeed_strategy_without_deepspeed_is_a_clear_error():
+    pytest.importorskip("torch")
+    try:
+        import deepspeed  # noqa: F401
+        pytest.skip("deepspeed is installed")
+    except ImportError:
+        pass
+    from pila import PILAAdapter
+    model = T.StageModel(PILAAdapter(hidden=16, text_dim=32))
+    with pytest.raises(SystemExit, match="pip install deepspeed"):
+        T.wrap(model, lambda: [{"params": list(model.parameters())}], T.TrainConfig(strategy="deepspeed"), T.Dist())
+
+
+def test_bench_runs_on_cpu_at_a_reduced_size(capsys):
+    from training import bench
+    bench.main(["--device", "cpu", "--size", "9x32x32", "--tiny", "--text-dim", "32", "--hidden", "16", "--dtype", "fp32",
+                "--steps", "1", "--warmup", "0", "--stages", "C"])
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["stage"] == "C" and r["latents"] == [16, 3, 4, 4] and 0 < r["backbone_share"] < 1 and r["step_ms_median"] > 0

@@ -142,7 +142,9 @@ class LatentEncoder:
     """Wan 2.1 VAE: uint8 frames `[F, H, W, 3]` -> normalised latents `[16, (F - 1) / 4 + 1, H / 8, W / 8]`."""
 
     def __init__(self, vae, *, device="cpu", dtype=torch.float32):
-        self.vae = vae.eval().requires_grad_(False).to(device=device, dtype=dtype)
+        self.vae = vae.eval().requires_grad_(False).to(device=device)
+        if dtype != torch.float32:
+            self.vae = self.vae.to(dtype=dtype)
         self.device, self.dtype = device, dtype
         c = vae.config
         self.mean = torch.tensor(c.latents_mean).view(-1, 1, 1, 1)
