@@ -49,6 +49,10 @@ ADJ_CUES = {"wooden", "metallic", "plastic", "ceramic", "hot", "cold", "warm", "
 
 ONTO = {"onto", "on", "into", "against", "upon", "off", "in"}
 NOUNS = frozenset(NOUN_CLASSES) | {"vehicle", "quantity"}
+# substances whose verb use still means the substance is there ('painting a wall', 'steaming milk')
+MASS_NOUNS = {"water", "oil", "paint", "ink", "glue", "cement", "plaster", "steam", "smoke", "dust", "ice", "fire",
+              "flame", "frost", "mist", "foam", "fizz", "bubble", "light", "glow", "ripple", "flood", "icing",
+              "butter", "grease", "wax", "varnish", "lather", "spray", "sand"}
 TOY_WORDS = {"toy", "rubber", "plastic", "wooden", "stuffed", "inflatable", "paper", "stone", "metal", "glass",
              "ceramic", "porcelain", "origami", "plush", "clockwork", "wind-up"}
 CLAUSE_WORDS = {"with", "as", "while", "when", "after", "before", "because", "then", "which", "that", "until", "but"}
@@ -63,13 +67,15 @@ GENTLE_MOTION = {"place", "put", "set", "lean", "teeter", "stack", "pile", "bala
 SPIN_LIKE = {"spin", "rotate", "twirl", "shake", "jiggle", "rattle", "circle", "revolve", "swing", "sway", "push",
              "pull", "row", "wheel", "move", "tilt", "carry", "lift", "raise"}
 STATIC_MOTION = {"lean", "teeter", "stack", "pile", "balance"}
+THROW_LIKE = {"throw", "toss", "flip", "drop", "kick", "roll", "push", "lift", "hurl", "fling", "juggle", "launch",
+              "shoot", "lob", "pitch", "bounce", "spin", "slide", "drag", "stack", "topple", "tip_over", "flick"}
 LIQUIDISH_MOTION = {"float", "sink", "bob", "drift", "dive", "plunge", "sail", "cruise", "glide", "hover"}
 STRONG_STRIKE = {"hit", "strike", "smack", "whack", "knock", "punch", "kick", "bat", "swat", "slap", "thwack", "ram",
                  "clobber", "hammer"}
 PROJECTILE_TAIL = ("ball",)
 PROJECTILES = {"puck", "hockey_puck", "pin", "bowling_pin", "domino", "dart", "frisbee", "marble", "stone", "rock",
                "pebble", "coin", "can", "tin_can", "bottle", "cup", "vase", "pot", "block", "brick", "box", "nail"}
-HEAT_WORDS = {"hot", "warm", "heat", "sun", "sunlight", "fire", "flame", "stove", "oven", "microwave", "pan",
+HEAT_WORDS = {"weld", "solder", "blow_dry", "blow_dryer", "hot", "warm", "heat", "sun", "sunlight", "fire", "flame", "stove", "oven", "microwave", "pan",
               "frying_pan", "skillet", "temperature", "heater", "radiator", "lamp", "hand", "body", "sizzle", "boil",
               "burner", "grill", "toaster", "hair_dryer", "iron", "forge", "furnace", "blowtorch", "torch"}
 CHANGE_VERBS = {"get", "become", "turn", "grow", "go", "gets", "getting", "becomes", "becoming", "turning", "turns",
@@ -163,6 +169,12 @@ class Scene:
                                                                                         "firing"}:
                 t.lemma, t.concepts = "shoot", frozenset({"v_motion"})   # 'a bullet is fired': shooting, not fire
                 continue
+            if t.lemma == "light" and t.text in {"light", "lights", "lighting"} and not self._noun_ctx(i) and \
+                    {"candle", "match", "matchstick", "fire", "wick", "cigarette", "stove", "fireplace", "campfire",
+                     "bonfire", "fuse", "torch", "lantern", "grill", "barbecue", "firework"} & \
+                    {x.lemma for x in self.toks[i + 1:i + 5]}:
+                t.lemma, t.concepts = "ignite", frozenset({"v_burn"})   # 'lighting a candle' ignites it
+                continue
             if t.text == "lit" and self.text_at(i + 1) not in {"up", "by", "with"}:
                 t.lemma, t.concepts = "ignite", frozenset({"v_burn"})   # 'a lit match' burns
                 continue
@@ -172,15 +184,13 @@ class Scene:
             if t.lemma in AMBIGUOUS and t.concepts:
                 noun = self._noun_ctx(i)
                 keep = {c for c in t.concepts if (c in nouns) == noun or not (c in nouns or c.startswith("v_"))}
-                if t.lemma in {"water", "oil", "paint", "ink", "glue", "cement", "plaster", "steam", "smoke", "dust",
-                               "ice", "fire", "flame", "frost", "mist", "foam", "fizz", "bubble", "light",
-                               "glow", "ripple", "flood"}:
+                if t.lemma in MASS_NOUNS:
                     # mass nouns: a verb use still means the stuff is there ("steaming", "watering"), keep both
                     # unless it is clearly a verb form of a flow noun used as a verb ("waving", "sanding")
                     keep = set(t.concepts)
                 t.concepts = frozenset(keep)
-            elif t.concepts and t.text.endswith(("ing", "ed")) and t.text != t.lemma and \
-                    t.text not in self.lex.vocab:
+            elif t.concepts and t.text.endswith(("ing", "ed")) and t.text != t.lemma and " " not in t.text and \
+                    t.text not in self.lex.vocab and t.lemma not in MASS_NOUNS:
                 # inflected verb forms are not nouns ("watered", "piling"); adjectival states keep their verb class
                 t.concepts = frozenset(c for c in t.concepts if c not in nouns)
 
@@ -219,6 +229,20 @@ class Scene:
                 return None
             if t.concepts & NOUNS:
                 return t
+        return None
+
+    def unknown_object(self, i: int) -> Token | None:
+        """The direct object when it is a word the lexicon does not know (and not a common word)."""
+        for j in range(i + 1, min(len(self.toks), i + 5)):
+            t = self.toks[j]
+            if t.text in PUNCT or t.text in PREPOSITIONS or t.text in CLAUSE_WORDS or t.neg:
+                return None
+            if t.text in DETERMINERS or t.text in ADJ_CUES or t.text.isdigit() or t.text in self.lex.common and \
+                    j + 1 < len(self.toks) and self.toks[j + 1].text not in PUNCT | PREPOSITIONS:
+                continue
+            if t.concepts or not t.text.isalpha() or t.text in self.lex.common:
+                return None
+            return Token(t.text, t.lemma, concepts=frozenset({"solid"}))
         return None
 
     def object_of(self, i: int) -> Token | None:
@@ -623,6 +647,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         ev.add("Compressible Flow", 1.0, "dust cloud")
     if L & {"explosion", "explode", "blast", "shockwave", "detonate"}:
         ev.add("Compressible Flow", 0.8, "blast wave")
+    if L & {"hair_dryer", "blow_dry", "blow_dryer", "heat_gun"}:
+        ev.add("Compressible Flow", 1.0, "hot air jet")
+        ev.add("Thermal", 1.0, "hot air heats")
     if L & {"fan", "hair_dryer", "blower", "bellows", "leaf_blower"} and L & {"blow", "air", "gust", "direct", "breeze"}:
         ev.add("Compressible Flow", 1.0, "forced air")
     if "blow" in L and L & {"candle", "out", "dandelion", "bubble", "whistle", "horn", "balloon", "dust", "leaf"}:
@@ -699,6 +726,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     for i in motion:
         v = sc.toks[i].lemma
         subj, obj = sc.subject_of(i), sc.object_of(i)
+        if obj is None and v in THROW_LIKE and (subj is None or subj.concepts & {"human", "body_part", "animal"}):
+            obj = sc.unknown_object(i)   # 'a chef flips an omelette': an unlisted thing handled by hand is a solid
         cands = [t for t in (subj, obj) if is_mover(t)]
         if v in {"fall", "drop", "roll", "tumble", "topple", "tip", "tip_over", "flip", "bounce", "spin", "slide",
                  "float", "sink", "bob", "glide", "skid", "zigzag", "arc", "fly", "land", "drift", "rotate", "swing",
@@ -846,7 +875,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             continue
         if v == "sand" and sc.toks[i].text == "sand":
             continue
-        if v in {"draw", "write"} and not (tools or L & {"pen", "pencil", "chalk", "crayon", "marker"}):
+        if v == "draw" and sc.lemma_at(i + 1) in {"water", "bath", "breath", "attention", "crowd", "line", "conclusion"}:
             continue
         ev.add("Collision", 1.2, f"frictional contact ({v.replace('_', ' ')})")
         break
@@ -860,6 +889,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             if is_mover(subj) and is_mover(obj) and subj is not obj:
                 ev.add("Collision", 1.0, f"{subj.lemma.replace('_', ' ')} pushes {obj.lemma.replace('_', ' ')}")
                 break
+    if any(t.lemma == "paint" and (t.text in {"painting", "paints", "painted"} or sc.text_at(k - 1) == "to")
+           for k, t in enumerate(sc.toks) if not t.neg) and (surfaces or tools):
+        ev.add("Collision", 1.0, "paint applied by contact")
     if L & {"friction", "frictional"}:
         ev.add("Collision", 1.0, "frictional contact")
     if "comb" in L and L & {"hair", "fur", "wig", "through"}:
@@ -907,7 +939,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         ev.add("Collision", 1.0, "tool contact")
     if L & {"insert", "slot", "plug", "twist_out", "pry"} and solids:
         ev.add("Collision", 1.0, "insertion contact")
-    if "drum" in L and (strike_tools or strike or L & {"beating_stick", "drumstick", "stick"}):
+    if "drum" in L and (strike_tools or strike or L & {"beating_stick", "drumstick", "stick", "play", "drummer"}):
         ev.add("Collision", 1.2, "stick strikes the drum")
     if ("mirror" in L) and (strike or L & {"against", "touch", "bump", "nudge", "tap", "hit"}):
         ev.add("Optical", 1.2, "mirror contact (reflection)")
