@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"description: {r.description}")
             print(f"source: {r.source}")
         return 0
-    res = evaluate(args.file, parser)
+    try:
+        res = evaluate(args.file, parser)
+    except (OSError, ValueError) as e:
+        print(f"error: cannot evaluate {args.file}: {e}", file=sys.stderr)
+        return 2
     if args.errors:
         shown = 0
         for row, pred in zip(res["rows"], res["predictions"]):

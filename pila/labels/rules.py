@@ -61,15 +61,11 @@ PREPOSITIONS = {"in", "into", "on", "onto", "off", "at", "to", "from", "over", "
 SOLID_MOVER = {"solid", "container", "tool", "vehicle"}
 NOT_MOVER = {"liquid", "water_body", "human", "animal", "body_part", "gas", "fabric", "elastic_intrinsic"}
 DIRECTIONAL = {"into", "over", "off", "away", "across", "down", "through", "flying", "out"}
-GENTLE_MOTION = {"place", "put", "set", "lean", "teeter", "stack", "pile", "balance", "dangle", "hover", "float", "bob",
-                 "drift", "sail", "cruise", "glide", "lift", "hoist", "raise", "carry", "spin", "rotate", "orbit",
-                 "swing", "sway", "rock", "wobble", "shake", "jiggle", "rattle", "circle", "revolve", "twirl", "tilt"}
 SPIN_LIKE = {"spin", "rotate", "twirl", "shake", "jiggle", "rattle", "circle", "revolve", "swing", "sway", "push",
              "pull", "row", "wheel", "move", "tilt", "carry", "lift", "raise"}
 STATIC_MOTION = {"lean", "teeter", "stack", "pile", "balance"}
 THROW_LIKE = {"throw", "toss", "flip", "drop", "kick", "roll", "push", "lift", "hurl", "fling", "juggle", "launch",
               "shoot", "lob", "pitch", "bounce", "spin", "slide", "drag", "stack", "topple", "tip_over", "flick"}
-LIQUIDISH_MOTION = {"float", "sink", "bob", "drift", "dive", "plunge", "sail", "cruise", "glide", "hover"}
 STRONG_STRIKE = {"hit", "strike", "smack", "whack", "knock", "punch", "kick", "bat", "swat", "slap", "thwack", "ram",
                  "clobber", "hammer"}
 PROJECTILE_TAIL = ("ball",)
@@ -85,8 +81,6 @@ COLOUR_FLAME = {"vivid", "colorful", "colourful", "color", "colour", "colored", 
                 "crimson", "purple", "brilliant", "bright", "unique", "lilac", "golden"}
 VAPOURS = {"steam", "vapor", "vapour", "water_vapor", "water_vapour", "mist", "fog", "moisture", "breath", "humid", "dew",
            "humidity"}
-PHASE_TARGETS = {"water": "melt", "liquid": "melt", "puddle": "melt", "steam": "boil", "vapor": "boil", "vapour": "boil",
-                 "gas": "boil", "ice": "freeze", "solid": "freeze", "crystal": "freeze", "frost": "freeze"}
 
 
 def conf_from_score(s: float) -> float:
@@ -210,17 +204,6 @@ class Scene:
     def text_at(self, i: int) -> str:
         return self.toks[i].text if 0 <= i < len(self.toks) else ""
 
-    def near(self, i: int, concepts: set[str], window: int = 4, after: bool = True, before: bool = True) -> bool:
-        lo = i - window if before else i + 1
-        hi = i + window if after else i - 1
-        for j in range(max(0, lo), min(len(self.toks), hi + 1)):
-            if j != i and not self.toks[j].neg and self.toks[j].concepts & concepts:
-                return True
-        return False
-
-    def any_lemma(self, lemmas: set[str]) -> bool:
-        return bool(self.live_lemmas & lemmas)
-
     def subject_of(self, i: int) -> Token | None:
         """The nearest noun before a verb in the same clause (a crude subject; the patient for passives)."""
         for j in range(i - 1, max(-1, i - 7), -1):
@@ -306,7 +289,6 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     elastics = sc.words("elastic_intrinsic")
     fabrics = sc.words("fabric")
     softs = sc.words("soft")
-    gases = sc.words("gas")
 
     def vb(concept: str) -> list[int]:
         return sc.idx(concept)
@@ -669,9 +651,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     squeeze_words = [sc.toks[i].lemma for i in squeeze]
     puncture = L & {"puncture", "pierce", "prick", "poke", "press", "stab", "tear", "penetrate", "sink", "dent", "pinch"}
     if elastics:
-        only_ball = all(e in {"stress_ball"} for e in elastics) and False
-        if not only_ball:
-            ev.add("Elastic", 1.2, ", ".join(e.replace("_", " ") for e in elastics[:3]) + " deforms elastically")
+        ev.add("Elastic", 1.2, ", ".join(e.replace("_", " ") for e in elastics[:3]) + " deforms elastically")
     if fabrics:
         fab_def = [w for w in deform_words if w not in {"pop", "burst", "expand", "shrink", "contract", "bulge",
                                                        "puncture", "wave"}] + squeeze_words

@@ -90,11 +90,6 @@ def load_lexicon(path: str | None = None, extra_vocab: frozenset[str] = frozense
     return _build(concepts, irregular, figurative, materials, common, extra_vocab)
 
 
-# multi-word entries are written with spaces in lexicon.txt; we recognise them by a phrase table built from
-# all entries of two or three words that appear verbatim in the concept lines (longest first).
-_PHRASE_HINTS = None
-
-
 def _split_entries(words: str, phrases: set[str]) -> list[str]:
     toks = words.split()
     out, i = [], 0
