@@ -263,8 +263,10 @@ def flow_confidence(x0: Tensor, flow: Tensor) -> Tensor:
 # the run
 
 class Run:
-    def __init__(self, cfg: dict, out: Path, *, time_budget: float | None = None, log=None):
+    def __init__(self, cfg: dict, out: Path, *, time_budget: float | None = None, stop_after: int | None = None,
+                 log=None):
         self.cfg, self.out = cfg, out
+        self.stop_after, self.steps_done = stop_after, 0  # stop after this many training steps (tests, debugging)
         self.log = log or (lambda msg: print(msg, flush=True))
         self.deadline = None if time_budget is None else time.monotonic() + time_budget
         self.world = world_config(cfg)
@@ -368,7 +370,8 @@ class Run:
         t0, logs_acc = time.monotonic(), {}
         log_path = d / "log.jsonl"
         for step in range(start, steps):
-            if self.deadline is not None and time.monotonic() > self.deadline:
+            out_of_steps = self.stop_after is not None and self.steps_done >= self.stop_after
+            if out_of_steps or (self.deadline is not None and time.monotonic() > self.deadline):
                 save_training_state(ckpt, model, opt, step)
                 self.log(f"[{name}] paused at step {step}/{steps}")
                 raise OutOfTime
@@ -380,6 +383,7 @@ class Run:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 0.5)
             opt.step()
+            self.steps_done += 1
             for k, v in {"loss": loss, **logs}.items():
                 logs_acc[k] = logs_acc.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
             every = max(1, min(50, steps // 10))
@@ -760,6 +764,7 @@ def main(argv=None) -> int:
     ap.add_argument("--time-budget", type=float, default=None,
                     help="seconds; stop cleanly (PAUSED) after this and re-run the same command to continue")
     ap.add_argument("--device", default=None, help="cpu | cuda | auto (default: the config's)")
+    ap.add_argument("--stop-after", type=int, default=None, help="pause after this many training steps (debugging)")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     if args.device:
@@ -767,7 +772,7 @@ def main(argv=None) -> int:
     out = Path(args.out) / cfg["name"]
     t0 = time.monotonic()
     try:
-        Run(cfg, out, time_budget=args.time_budget).run()
+        Run(cfg, out, time_budget=args.time_budget, stop_after=args.stop_after).run()
     except OutOfTime:
         print(f"PAUSED after {time.monotonic() - t0:.0f} s: re-run the same command to continue ({out})")
         return 0
