@@ -50,10 +50,14 @@ class PILAPhysicsLabelParser(io.ComfyNode):
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The video prompt to analyse (the same text as the positive prompt)."),
                 io.Combo.Input("parser", options=parser_names(), default="default",
-                               tooltip="default: offline rules, no download. Others: see the PILA README."),
+                               tooltip="default: offline lexicon + rules, no download. llm: a local instruction "
+                               "LLM (transformers) from 'llm_model_dir'; falls back to the rules if its answer is invalid."),
                 *[io.Combo.Input(override_id(c), options=OVERRIDE, default="auto",
                                  tooltip=f"{c}: auto = the parser decides, on/off = force this expert's label.")
                   for c in CATEGORIES],
+                io.String.Input("llm_model_dir", default="", optional=True,
+                                tooltip="parser = llm only: a local directory with a causal LM and its tokenizer "
+                                "(nothing is downloaded)."),
             ],
             outputs=[
                 LabelsType.Output(display_name="labels", tooltip="The active categories with confidences."),
@@ -62,15 +66,17 @@ class PILAPhysicsLabelParser(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, prompt: str, parser: str = "default", **overrides) -> io.NodeOutput:
+    def execute(cls, prompt: str, parser: str = "default", llm_model_dir: str = "", **overrides) -> io.NodeOutput:
         try:
             from pila.labels import parse
         except ImportError as e:  # pragma: no cover - depends on the installed PILA
             raise RuntimeError(f"PILA's label parser (pila.labels) is not available: {e}. Update the PILA pack.") from e
-        r = parse(prompt, parser=parser)
+        kw = {"model_dir": llm_model_dir.strip()} if parser != "default" and llm_model_dir.strip() else {}
+        r = parse(prompt, parser=parser, **kw)
         names, conf = apply_overrides(list(r.labels), dict(r.confidences), overrides)
         labels = Labels(names, {k: float(v) for k, v in conf.items()}, r.description)
         forced = [f"{c}={overrides[override_id(c)]}" for c in CATEGORIES if overrides.get(override_id(c), "auto") != "auto"]
         shown = ", ".join(f"{c} ({conf.get(c, 1.0):.2f})" for c in names) or "none (the router still picks top-k)"
-        text = f"labels: {shown}\n" + (f"overrides: {', '.join(forced)}\n" if forced else "") + f"description: {r.description}"
+        text = (f"labels: {shown}\n" + (f"overrides: {', '.join(forced)}\n" if forced else "")
+                + f"description: {r.description}\nparser: {getattr(r, 'source', parser)}")
         return io.NodeOutput(labels, r.description, ui=ui.PreviewText(text))

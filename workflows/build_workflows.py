@@ -88,7 +88,7 @@ def text_stack(g: Graph, x: int, y: int):
 
 def pila_stack(g: Graph, x: int, y: int, clip: dict, prompt: dict, *, strength: float = 1.0):
     loader = g.node("PILAAdapterLoader", (x, y), [ADAPTER, "auto", "auto"], outputs=[("adapter", "PILA_ADAPTER")])
-    parser = g.node("PILAPhysicsLabelParser", (x, y + 170), [PROMPT, "default", *OVERRIDES],
+    parser = g.node("PILAPhysicsLabelParser", (x, y + 170), [PROMPT, "default", *OVERRIDES, ""],
                     [("prompt", "STRING", True)], [("labels", "PILA_LABELS"), ("description", "STRING")], size=(340, 330))
     router = g.node("PILAExpertRouter", (x + 380, y), [*ROUTER[:5], strength, ROUTER[6]],
                     [("adapter", "PILA_ADAPTER"), ("labels", "PILA_LABELS")], [("routing", "PILA_ROUTING")], size=(320, 250))

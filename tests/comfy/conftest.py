@@ -138,10 +138,10 @@ def comfy_base(tmp_path_factory, comfyui_path) -> Path:
     shutil.copy(HERE / "pila_test_nodes.py", nodes_dir / "pila_test_nodes.py")
     dm = base / "models" / "diffusion_models"
     dm.mkdir(parents=True)
-    for name, extra in (("tiny_wan21_t2v.safetensors", []), ("tiny_wan21_t2v_b.safetensors", ["--seed", "1"]),
-                        ("tiny_wan22_5b_48ch.safetensors", ["--channels", "48", "--dim", "128", "--layers", "1"])):
-        subprocess.run([sys.executable, str(HERE / "tiny_wan.py"), str(dm / name), "--comfyui", str(comfyui_path), *extra],
-                       check=True, capture_output=True, timeout=300)
+    specs = [str(dm / "tiny_wan21_t2v.safetensors"), f"{dm / 'tiny_wan21_t2v_b.safetensors'}:seed=1",
+             f"{dm / 'tiny_wan22_5b_48ch.safetensors'}:channels=48,dim=128,layers=1"]
+    subprocess.run([sys.executable, str(HERE / "tiny_wan.py"), *specs, "--comfyui", str(comfyui_path)],
+                   check=True, capture_output=True, timeout=300)
     save_adapter(base / "models" / "pila" / "tiny_pila.safetensors", tiny_adapter())
     # the shipped workflows' model files, so that their file combos are legal here (empty: never loaded)
     for wf in sorted((REPO / "workflows").glob("*.json")):

@@ -1,6 +1,9 @@
 """Writes a tiny random Wan checkpoint with the original Wan key names (run inside a ComfyUI checkout).
 
     python tests/comfy/tiny_wan.py OUT.safetensors --comfyui ~/ComfyUI [--dim 256 --layers 2 --channels 16]
+    python tests/comfy/tiny_wan.py A.safetensors B.safetensors:seed=1 C.safetensors:channels=48,dim=128,layers=1 ...
+
+(per-file overrides after a colon; one process, one ComfyUI import)
 
 Uses ComfyUI's own WanModel class so that the keys are exactly what its model detection expects. A separate
 process: importing ComfyUI into the pytest process would shadow this repository's `nodes` package.
@@ -10,7 +13,7 @@ import os
 import sys
 
 p = argparse.ArgumentParser()
-p.add_argument("out")
+p.add_argument("out", nargs="+")
 p.add_argument("--comfyui", required=True)
 p.add_argument("--dim", type=int, default=256)
 p.add_argument("--layers", type=int, default=2)
@@ -36,16 +39,29 @@ from safetensors.torch import save_file  # noqa: E402
 import comfy.ops  # noqa: E402
 from comfy.ldm.wan.model import WanModel  # noqa: E402
 
-torch.manual_seed(a.seed)
-m = WanModel(model_type="t2v", in_dim=a.channels, out_dim=a.channels, dim=a.dim, ffn_dim=2 * a.dim,
-             num_heads=a.dim // 128, num_layers=a.layers, operations=comfy.ops.disable_weight_init)
-sd = {}
-for k, t in m.state_dict().items():
-    if k.endswith("norm_q.weight") or k.endswith("norm_k.weight") or ".norm3.weight" in k:
-        sd[k] = torch.ones(t.shape)
-    elif t.ndim >= 2 or k.endswith("modulation"):
-        sd[k] = torch.randn(t.shape) * 0.02
-    else:
-        sd[k] = torch.zeros(t.shape)
-save_file({k: v.to(torch.float16).contiguous() for k, v in sd.items()}, a.out)
-print(f"wrote {a.out}: {len(sd)} tensors, {sum(v.numel() for v in sd.values()) / 1e6:.2f} M params")
+
+
+def write(out: str, dim: int, layers: int, channels: int, seed: int):
+    torch.manual_seed(seed)
+    m = WanModel(model_type="t2v", in_dim=channels, out_dim=channels, dim=dim, ffn_dim=2 * dim, num_heads=dim // 128,
+                 num_layers=layers, operations=comfy.ops.disable_weight_init)
+    sd = {}
+    for k, t in m.state_dict().items():
+        if k.endswith("norm_q.weight") or k.endswith("norm_k.weight") or ".norm3.weight" in k:
+            sd[k] = torch.ones(t.shape)
+        elif t.ndim >= 2 or k.endswith("modulation"):
+            sd[k] = torch.randn(t.shape) * 0.02
+        else:
+            sd[k] = torch.zeros(t.shape)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in sd.items()}, out)
+    print(f"wrote {out}: {len(sd)} tensors, {sum(v.numel() for v in sd.values()) / 1e6:.2f} M params")
+
+
+for spec in a.out:
+    path, _, extra = spec.partition(":")
+    opts = {"dim": a.dim, "layers": a.layers, "channels": a.channels, "seed": a.seed}
+    for kv in filter(None, extra.split(",")):
+        k, v = kv.split("=")
+        assert k in opts, f"unknown option {k} (dim, layers, channels, seed)"
+        opts[k] = int(v)
+    write(path, **opts)
