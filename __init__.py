@@ -25,5 +25,5 @@ async def comfy_entrypoint():
     return PILAExtension()
 
 
-WEB_DIRECTORY = None
+WEB_DIRECTORY = "./nodes/web"  # a small frontend extension that shows the nodes' text reports on the node
 __all__ = ["comfy_entrypoint"]

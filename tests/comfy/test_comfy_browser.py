@@ -102,3 +102,22 @@ def test_workflow_loads_without_missing_nodes_or_validation_errors(page, path):
     api_types = {v["class_type"] for v in result["api"].values()}
     wanted = {n["type"] for n in wf["nodes"] if n["type"].startswith("PILA")}
     assert wanted and wanted <= api_types, "the PILA nodes must make it into the API prompt"
+
+
+def test_info_box_shows_node_reports_and_is_never_saved(page):
+    wf = json.loads((REPO / "workflows" / "pila_wan2.1_t2v_1.3B.json").read_text())
+    r = page.evaluate("""async (wf) => {
+        await window.app.loadGraphData(wf, true, true, "info-box");
+        const nodes = window.app.graph._nodes || window.app.graph.nodes;
+        const loader = nodes.find(n => n.type === "PILAAdapterLoader");
+        const before = loader.serialize().widgets_values.length;
+        loader.onExecuted({text: ["tiny_pila.safetensors: 0.10 M parameters"]});
+        const w = loader.widgets.find(x => x.name === "pila_info");
+        const after = loader.serialize().widgets_values.filter(v => v !== null && v !== undefined).length;
+        const prompt = await window.app.graphToPrompt();
+        return {value: w ? w.value : null, before, after,
+                inPrompt: "pila_info" in prompt.output[String(loader.id)].inputs};
+    }""", wf)
+    assert r["value"] and "parameters" in r["value"], "the PILA frontend extension did not show the report"
+    assert r["after"] == r["before"], "the report box must not be saved in the workflow"
+    assert not r["inPrompt"], "the report box must not be sent in the prompt"
