@@ -296,3 +296,36 @@ def test_bench_runs_on_cpu_at_a_reduced_size(capsys):
                 "--steps", "1", "--warmup", "0", "--stages", "C"])
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["stage"] == "C" and r["latents"] == [16, 3, 4, 4] and 0 < r["backbone_share"] < 1 and r["step_ms_median"] > 0
+
+
+def test_umt5_from_a_comfyui_style_file_with_its_tokenizer_inside(tmp_path):
+    """ComfyUI's umt5_xxl_fp16.safetensors: HF key names, no decoder, the SentencePiece model as a uint8 tensor."""
+    sentencepiece = pytest.importorskip("sentencepiece")
+    from safetensors.torch import save_file
+    from transformers import UMT5Config, UMT5EncoderModel
+    from training.cache import load_text_encoder
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["a ball falls and bounces on the floor", "water boils in a pot and steam rises",
+                                 "ice melts in the sun", "a glass lens bends the light"] * 20))
+    sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=30,
+                                             model_type="unigram", minloglevel=2)
+    cfg = dict(vocab_size=64, d_model=32, d_kv=8, num_heads=4, num_layers=2, d_ff=64, feed_forward_proj="gated-gelu",
+               relative_attention_num_buckets=8, dropout_rate=0.0)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    ref = UMT5EncoderModel(UMT5Config(**cfg)).eval()
+    sd = {k: v for k, v in ref.state_dict().items() if k != "encoder.embed_tokens.weight"}  # tied, as ComfyUI stores it
+    sd["spiece_model"] = torch.frombuffer(bytearray((tmp_path / "sp.model").read_bytes()), dtype=torch.uint8)
+    save_file(sd, str(tmp_path / "umt5.safetensors"))
+    enc = load_text_encoder(tmp_path / "umt5.safetensors", dtype=torch.float32, config=tmp_path / "cfg.json")
+    states = enc("a ball falls")
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    ids = sp.encode("a ball falls") + [1]
+    assert states.shape == (len(ids), 32)
+    with torch.no_grad():
+        want = ref(input_ids=torch.tensor([ids])).last_hidden_state[0]
+    assert torch.allclose(states, want, atol=1e-5)
+    sd.pop("encoder.block.1.layer.1.DenseReluDense.wo.weight")
+    save_file(sd, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="not a UMT5-XXL encoder"):
+        load_text_encoder(tmp_path / "bad.safetensors", config=tmp_path / "cfg.json")

@@ -157,3 +157,18 @@ def test_sigkill_at_a_random_moment_then_resume(moving_cache, tmp_path):
     full, resumed = _state(tmp_path / "full" / "adapter.safetensors"), _state(tmp_path / "killed" / "adapter.safetensors")
     worst = max(float((full[k].float() - resumed[k].float()).abs().max()) for k in full)
     assert worst <= 1e-6, f"resumed after SIGKILL differs by {worst}"
+
+
+@pytest.mark.slow
+def test_quickstart_command_writes_adapter_and_report(tmp_path):
+    """The README's main command, shrunk: synthetic clips -> cache -> A, B, C -> adapter + report."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "training.quickstart", "--out", str(tmp_path / "qs"), "--clips", "2",
+                        "--frames", "9", "--height", "48", "--width", "48", "--schedule_scale", "0.001",
+                        "--progress", "false", "--tensorboard", "false"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "cached 2 clips (skipped none)" in r.stdout
+    from pila import load_adapter
+    load_adapter(tmp_path / "qs" / "adapter.safetensors")
+    assert (tmp_path / "qs" / "report.md").is_file() and (tmp_path / "qs" / "loss_curves.png").is_file()

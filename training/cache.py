@@ -98,7 +98,7 @@ def tiny_text_encoder(*, dim: int = 32, seed: int = 0, max_len: int = 64) -> Tex
 
 
 def load_text_encoder(path: str | Path, *, tokenizer: str | Path | None = None, device="cpu",
-                      dtype=torch.bfloat16, max_len: int = 512) -> TextEncoder:
+                      dtype=torch.bfloat16, max_len: int = 512, config: str | Path | None = None) -> TextEncoder:
     """UMT5-XXL from a transformers folder, or from ComfyUI's `umt5_xxl_fp16.safetensors` (+ its tokenizer:
     the `spiece_model` tensor inside that file, or `--tokenizer spiece.model`). fp8-scaled files are not supported."""
     from transformers import UMT5Config, UMT5EncoderModel
@@ -114,7 +114,7 @@ def load_text_encoder(path: str | Path, *, tokenizer: str | Path | None = None, 
     spiece = sd.pop("spiece_model", None)
     if any(v.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for v in sd.values()):
         raise ValueError(f"{path} is an fp8 UMT5 file; use umt5_xxl_fp16.safetensors (or bf16) for caching")
-    cfg = json.loads((CONFIG_DIR / "umt5_xxl.json").read_text())
+    cfg = json.loads(Path(config or CONFIG_DIR / "umt5_xxl.json").read_text())
     with torch.device("meta"):
         model = UMT5EncoderModel(UMT5Config(**{k: v for k, v in cfg.items() if not k.startswith("_")}))
     want = set(model.state_dict())
