@@ -126,16 +126,16 @@ class LLMParser:
     name = "llm"
 
     def __init__(self, model_dir: str, *, device: str = "cpu", max_new_tokens: int = 160, dtype=None):
+        from pathlib import Path
+        if not Path(model_dir).is_dir():
+            raise OSError(f"LLM model directory {model_dir!r} does not exist; give a local directory holding a "
+                          "causal LM and its tokenizer (nothing is downloaded), or use parser='default'")
         from ..compat import ensure_torchvision_importable
         ensure_torchvision_importable()  # transformers imports torchvision; PyPI's build needs this on CPU torch
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as e:  # pragma: no cover - transformers is a package dependency
             raise ImportError("parser='llm' needs transformers (pip install transformers)") from e
-        from pathlib import Path
-        if not Path(model_dir).is_dir():
-            raise OSError(f"LLM model directory {model_dir!r} does not exist; give a local directory holding a "
-                          "causal LM and its tokenizer (nothing is downloaded), or use parser='default'")
         self.model_dir = str(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         kw = {"local_files_only": True}

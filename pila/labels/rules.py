@@ -64,6 +64,7 @@ DIRECTIONAL = {"into", "over", "off", "away", "across", "down", "through", "flyi
 SPIN_LIKE = {"spin", "rotate", "twirl", "shake", "jiggle", "rattle", "circle", "revolve", "swing", "sway", "push",
              "pull", "row", "wheel", "move", "tilt", "carry", "lift", "raise"}
 STATIC_MOTION = {"lean", "teeter", "stack", "pile", "balance"}
+FLIGHT = {"drift", "float", "rise", "fly", "soar", "ascend", "sail", "glide", "flutter", "fall", "blow"}
 THROW_LIKE = {"throw", "toss", "flip", "drop", "kick", "roll", "push", "lift", "hurl", "fling", "juggle", "launch",
               "shoot", "lob", "pitch", "bounce", "spin", "slide", "drag", "stack", "topple", "tip_over", "flick"}
 STRONG_STRIKE = {"hit", "strike", "smack", "whack", "knock", "punch", "kick", "bat", "swat", "slap", "thwack", "ram",
@@ -169,6 +170,12 @@ class Scene:
                     {x.lemma for x in self.toks[i + 1:i + 5]}:
                 t.lemma, t.concepts = "ignite", frozenset({"v_burn"})   # 'lighting a candle' ignites it
                 continue
+            if t.lemma in {"sheet", "slab", "pane", "plate", "block", "chunk", "piece", "shard", "slice"} and \
+                    self.text_at(i + 1) == "of" and self.lemma_at(i + 2) in {"ice", "glass", "metal", "steel", "iron",
+                                                                            "wood", "rock", "stone", "plywood",
+                                                                            "marble", "concrete", "aluminum"}:
+                t.concepts = frozenset({"solid"})   # 'a sheet of ice' is a rigid slab, not a cloth sheet
+                continue
             if t.text == "lit" and self.text_at(i + 1) not in {"up", "by", "with"}:
                 t.lemma, t.concepts = "ignite", frozenset({"v_burn"})   # 'a lit match' burns
                 continue
@@ -210,7 +217,18 @@ class Scene:
             t = self.toks[j]
             if t.text in PUNCT or t.text in CLAUSE_WORDS:
                 return None
+            if t.text in {"it", "they", "which"}:
+                return self._antecedent(j)   # 'the ball ..., it just rolled away'
             if t.concepts & NOUNS:
+                if j >= 2 and self.toks[j - 1].text == "of" and self.toks[j - 2].concepts & (NOUNS - {"quantity"}):
+                    return self.toks[j - 2]   # 'a glass of water shatters': the glass
+                return t
+        return None
+
+    def _antecedent(self, j: int) -> Token | None:
+        """The sentence's first thing-noun before a pronoun (a minimal coreference: the topic)."""
+        for t in self.toks[:j]:
+            if t.concepts & (NOUNS - {"human", "animal", "body_part", "quantity", "surface"}) and not t.neg:
                 return t
         return None
 
@@ -467,7 +485,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     smoulder = any(t.lemma == "smoke" and (t.text in {"smoking", "smoked", "smokes", "smoulders"} or
                                            sc.text_at(i - 1) == "to") for i, t in enumerate(sc.toks) if not t.neg) \
         and not L & {"cigarette", "cigar", "pipe", "chimney", "vape", "exhaust"}
-    if burn_ev or smoulder or L & {"flame", "fire", "ember", "blaze", "combustion", "wildfire", "bonfire", "campfire", "inferno",
+    if burn_ev or smoulder or L & {"sparkler", "flame", "fire", "ember", "blaze", "combustion", "wildfire", "bonfire", "campfire", "inferno",
                        "firework", "fireball"}:
         what = "combustion (burning)"
         ev.add("Phase Change", 1.2, what)
@@ -478,7 +496,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     if diss or (solubles and (liquids or modifier_liquids) and (flow or L & {"add", "drop", "put", "into", "stir",
                                                                              "pour", "mix", "disappear", "sprinkle"})):
         ev.add("Phase Change", 1.0, "dissolving a solid in a liquid")
-        ev.add("Fluid", 0.6, "solution")
+        ev.add("Fluid", 0.4, "solution")
     # acid attacking organic matter (charring/dissolving)
     if sc.has("acid") and any(t.concepts & {"organic"} for t in sc.live if t.lemma not in {"lemon", "lemon_juice"}):
         acid_i = sc.idx("acid")
@@ -528,7 +546,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     if hot_attr and cold_attr and (liquids or modifier_liquids or L & {"mix", "pour", "contact", "touch", "meet"}):
         ev.add("Thermal", 1.0, "heat flows from the hot to the cold body")
 
-    thermal_only_liquid = bool((freeze_ev or sc.temps or condensation or heat_ev or cool_ev or temp_change) and
+    thermal_only_liquid = bool((freeze_ev or sc.temps or condensation or heat_ev or cool_ev or temp_change or evap) and
                                not boil_ev and
                                not flow)
 
@@ -545,7 +563,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         released = flow or (squeeze and squeezable_liquid) or L & {"spill", "leak", "burst", "pop", "puncture"}
         w = 0.35 + (0.7 if released else 0.0)
         ev.add("Fluid", w, "flow of " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in modifier_liquids)))
-    flow_words = [sc.toks[i].lemma for i in flow if not (sc.toks[i].lemma == "dribble" and ball_like_early)]
+    flow_words = [sc.toks[i].lemma for i in flow if not (sc.toks[i].lemma == "dribble" and ball_like_early) and
+                  not ((sc.subject_of(i) or Token("", "")).concepts & {"gas"} and
+                       not (sc.subject_of(i) or Token("", "")).concepts & {"liquid"})]  # 'smoke pouring out'
     if flow_words and not condensation:
         strong = [w for w in flow_words if w not in {"spread", "fill", "shower", "mix", "merge", "combine",
                                                      "float", "bubble", "foam", "froth", "spray", "diffuse",
@@ -634,7 +654,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         ev.add("Thermal", 1.0, "hot air heats")
     if L & {"fan", "hair_dryer", "blower", "bellows", "leaf_blower"} and L & {"blow", "air", "gust", "direct", "breeze"}:
         ev.add("Compressible Flow", 1.0, "forced air")
-    if "blow" in L and L & {"candle", "out", "dandelion", "bubble", "whistle", "horn", "balloon", "dust", "leaf"}:
+    if "blow" in L and (L & {"candle", "out", "dandelion", "bubble", "whistle", "horn", "balloon", "dust", "leaf"} or
+                        any(t.lemma == "blow" and sc.text_at(k + 1) in {"on", "into", "across", "onto", "over"}
+                            for k, t in enumerate(sc.toks) if not t.neg)):
         ev.add("Compressible Flow", 0.8, "blown air")
     if "balloon" in L and "pop" in L:
         ev.add("Compressible Flow", 0.6, "air released")
@@ -696,6 +718,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
     def is_mover(t: Token | None) -> bool:
         if t is None or t.neg:
             return False
+        if t.lemma in {"balloon", "kite", "hot_air_balloon", "leaf", "feather"} and L & FLIGHT:
+            return True
         if t.concepts & NOT_MOVER and not t.concepts & {"vehicle"}:
             return False
         return bool(t.concepts & SOLID_MOVER) or t.lemma in soft_balls
@@ -830,6 +854,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         break
     for i in squeeze:
         subj = sc.subject_of(i)
+        if sc.text_at(i - 1) in {"is", "are", "was", "were", "be", "being", "been", "gently", "slowly", "firmly"} and \
+                sc.toks[i].text.endswith("ed"):
+            continue  # passive: the subject is the squeezed body, not the presser
         if subj is not None and subj.concepts & {"solid", "tool"} and not subj.concepts & {"body_part", "human"} \
                 and sc.toks[i].lemma in {"compress", "press", "squeeze", "crush", "squash"}:
             ev.add("Collision", 1.0, f"{subj.lemma.replace('_', ' ')} presses on the body")
