@@ -38,23 +38,29 @@ def _cond_row(rec) -> int:
     return list(rec.rows).index(0) if 0 in rec.rows else 0
 
 
-def router_weights_image(recorder: Recorder, *, cell: int = 24) -> Tensor:
-    """Figure 6: router weights per step (rows = steps, columns = the 8 experts), positive row. [1, H, W, 3]."""
+def router_weights_image(recorder: Recorder, *, cell_w: int = 46, cell_h: int = 20) -> Tensor:
+    """Figure 6: router weights per step (rows = steps, columns = the 8 experts, the weight written in each selected
+    cell), positive row. [1, H, W, 3]."""
     recs = [r for r in recorder.calls if r.applied and r.weights is not None]
     if not recs:
         return _message("no router weights recorded: enable 'diagnostics' on the PILA correction and sample first")
     w = torch.stack([r.weights[_cond_row(r)].cpu() for r in recs])  # [S, 8]
     steps = [recorder.step_of(r) for r in recs]
     S, K = w.shape
-    left, top = 56, 70
-    grid = colorize(w / w.max().clamp_min(1e-8))  # [S, 8, 3]
-    grid = grid.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    img = torch.zeros(top + S * cell + 8, left + K * cell + 8, 3)
-    img[top:top + S * cell, left:left + K * cell] = grid
-    labels = [(4, top + i * cell + cell // 3, f"s{st}" if st is not None else f"c{i}") for i, st in enumerate(steps)]
-    labels += [(left + k * cell + 2, 4 + (k % 3) * 20, name.split()[0][:6]) for k, name in enumerate(CATEGORIES)]
-    labels += [(4, top - 16, "step \\ expert weight")]
-    return _text(img, labels)[None]
+    left, top = 44, 62
+    img = torch.full((top + S * cell_h + 6, left + K * cell_w + 6, 3), 0.12)
+    cells = colorize(w / w.max().clamp_min(1e-8))  # [S, 8, 3]
+    items, dark = [], []
+    for i in range(S):
+        for k in range(K):
+            y0, x0 = top + i * cell_h, left + k * cell_w
+            img[y0 + 1:y0 + cell_h, x0 + 1:x0 + cell_w] = cells[i, k] if w[i, k] > 0 else 0.2
+            if w[i, k] > 0:
+                dark.append((x0 + 8, y0 + 4, f"{float(w[i, k]):.2f}"))
+        items.append((4, top + i * cell_h + 4, f"s{steps[i]}" if steps[i] is not None else f"c{i}"))
+    items += [(left + k * cell_w + 3, 4 + (k % 3) * 14, name.split()[0][:7]) for k, name in enumerate(CATEGORIES)]
+    items.append((4, top - 16, "step / expert weight (0 = not selected)"))
+    return _text(_text(img, items), dark, color=(0, 0, 0))[None]
 
 
 def expert_change_images(recorder: Recorder, *, size: int = 96, max_steps: int = 64) -> Tensor:

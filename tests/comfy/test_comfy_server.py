@@ -104,6 +104,8 @@ def test_correction_runs_once_per_model_call_with_the_expected_sigma(comfy_serve
     g["count"] = {"class_type": "PILATestCallCounter", "inputs": {"model": ["pila", 0], "name": "once"}}
     g["ksampler"]["inputs"]["model"] = ["count", 0]
     g["log"] = {"class_type": "PILATestCallLog", "inputs": {"samples": ["ksampler", 0], "name": "once"}}
+    g["show_maps"] = {"class_type": "PreviewImage", "inputs": {"images": ["maps", 0]}}
+    g["show_weights"] = {"class_type": "PreviewImage", "inputs": {"images": ["maps", 1]}}
     entry = comfy_server.ok(g)
     rec = ui_json(entry, "maps")
     model_calls = ui_json(entry, "log")  # sigmas seen by an outer APPLY_MODEL wrapper of another pack
@@ -121,8 +123,9 @@ def test_correction_runs_once_per_model_call_with_the_expected_sigma(comfy_serve
     assert sorted(by_step) == [1, 2, 3, 4]
     for step, sigmas in by_step.items():
         assert sorted(sigmas) == pytest.approx([expect[step - 1]] * len(sigmas), abs=1e-5), (step, sigmas, expect)
-    maps = entry["outputs"]["maps"]
-    assert maps, "the expert-maps node reported nothing"
+    # Figure 7 maps: one image per corrected call; Figure 6 weights: one image
+    assert len(entry["outputs"]["show_maps"]["images"]) == len(calls)
+    assert len(entry["outputs"]["show_weights"]["images"]) == 1
 
 
 def test_strength_zero_is_bit_exact_and_strength_one_changes_the_result(comfy_server):
