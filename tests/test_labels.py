@@ -220,3 +220,13 @@ def test_llm_invalid_answers_fall_back(monkeypatch, tmp_path, caplog, step2, rea
     assert r.source.startswith("llm->default fallback") and reason in r.source, r.source
     assert r.labels == [F]                          # the default parser's answer
     assert any(reason in rec.getMessage() for rec in caplog.records)
+
+
+def test_odd_inputs_never_error():
+    odd = ["", "   ", "!!!", "123 456", "°C °C -40°F", "a" * 500, "the " * 300, "émulsion of crème brûlée",
+           "no no no not never without", "it it it", "of of of", "melting pot pot melting", "\n\t",
+           "A" + " very" * 100 + " hot pan", "❄️ snow ☃️ melts 🔥", "n't", "'s", "-", "drops of", "a piece of"]
+    for p in odd:
+        r = parse(p)
+        assert r.source == "default", (p, r.source)
+        assert set(r.confidences) == set(CATEGORIES) and isinstance(r.description, str) and r.description

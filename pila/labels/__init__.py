@@ -11,11 +11,13 @@ prompting and falls back to the default parser (with a logged reason) when its o
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from ..taxonomy import CATEGORIES, multi_hot
 
 PARSERS = ("default", "llm")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +45,12 @@ class DefaultParser:
         from .rules import score_prompt
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        conf, description, _ = score_prompt(prompt)
+        try:
+            conf, description, _ = score_prompt(prompt)
+        except Exception as e:  # noqa: BLE001 - a sampler must never die on an odd prompt; log and return no labels
+            log.exception("default label parser failed on %r", prompt[:200])
+            return ParseResult(labels=[], confidences={c: 0.0 for c in CATEGORIES},
+                               description="(parser error: no physics labels)", source=f"default (error: {e})")
         labels = [c for c in CATEGORIES if conf[c] >= 0.5]
         return ParseResult(labels=labels, confidences=conf, description=description, source="default")
 

@@ -31,7 +31,7 @@ NOUN_CLASSES = ("liquid", "water_body", "solid", "container", "tool", "surface",
                 "gas", "human", "animal", "body_part", "heat_source", "light_source", "granular", "soluble")
 # words that are a noun or a verb depending on context: noun concepts kept only in a noun context
 # value: the reading when the context does not decide ("n" noun, "v" verb)
-AMBIGUOUS = {"drop": "v", "tear": "v", "can": "v", "sink": "v", "spring": "n", "fly": "v", "stick": "n", "match": "n",
+AMBIGUOUS = {"stack": "v", "pile": "v", "drop": "v", "tear": "v", "can": "v", "sink": "v", "spring": "n", "fly": "v", "stick": "n", "match": "n",
              "iron": "n", "fall": "v", "top": "n", "pitch": "v", "stamp": "n", "file": "n", "bat": "n", "rock": "n",
              "pop": "v", "pool": "n", "brush": "n", "comb": "n", "mop": "n", "fan": "n", "hose": "n", "block": "n",
              "chip": "n", "screw": "n", "nail": "n", "drum": "n", "ring": "n", "bowl": "n", "tip": "v", "jet": "n",
@@ -71,7 +71,7 @@ STRONG_STRIKE = {"hit", "strike", "smack", "whack", "knock", "punch", "kick", "b
                  "clobber", "hammer"}
 PROJECTILE_TAIL = ("ball",)
 PROJECTILES = {"puck", "hockey_puck", "pin", "bowling_pin", "domino", "dart", "frisbee", "marble", "stone", "rock",
-               "pebble", "coin", "can", "tin_can", "bottle", "cup", "vase", "pot", "block", "brick", "box", "nail"}
+               "pebble", "coin", "can", "tin_can", "nail", "shuttlecock", "hail", "hailstone", "snowball"}
 HEAT_WORDS = {"weld", "solder", "blow_dry", "blow_dryer", "hot", "warm", "heat", "sun", "sunlight", "fire", "flame", "stove", "oven", "microwave", "pan",
               "frying_pan", "skillet", "temperature", "heater", "radiator", "lamp", "hand", "body", "sizzle", "boil",
               "burner", "grill", "toaster", "hair_dryer", "iron", "forge", "furnace", "blowtorch", "torch"}
@@ -159,7 +159,7 @@ class Scene:
                 # except for gas words ('steamy', 'fizzy', 'smoky', 'frothy')
                 t.concepts = frozenset(c for c in t.concepts if c in {"gas", "v_gas", "carbonated"})
                 continue
-            if t.lemma == "fire" and {"bullet", "gun", "cannon", "arrow", "missile", "rifle", "pistol", "shot", "cannonball",
+            if t.lemma == "fire" and {"slingshot", "pebble", "catapult", "crossbow", "bow", "dart", "bullet", "gun", "cannon", "arrow", "missile", "rifle", "pistol", "shot", "cannonball",
                      "projectile", "nerf"} & {x.lemma for x in self.toks} and t.text in {"fire", "fires", "fired",
                                                                                         "firing"}:
                 t.lemma, t.concepts = "shoot", frozenset({"v_motion"})   # 'a bullet is fired': shooting, not fire
@@ -175,6 +175,12 @@ class Scene:
                                                                             "wood", "rock", "stone", "plywood",
                                                                             "marble", "concrete", "aluminum"}:
                 t.concepts = frozenset({"solid"})   # 'a sheet of ice' is a rigid slab, not a cloth sheet
+                continue
+            if t.lemma == "spring" and (self.text_at(i - 1) in {"in", "this", "last", "next", "early", "late", "of"} or
+                                        self.lemma_at(i + 1) in {"sun", "day", "morning", "time", "season", "rain",
+                                                                 "weather", "break", "evening", "afternoon", "air",
+                                                                 "flower", "garden", "breeze"}):
+                t.concepts = frozenset()   # the season, not a coil spring
                 continue
             if t.text == "lit" and self.text_at(i + 1) not in {"up", "by", "with"}:
                 t.lemma, t.concepts = "ignite", frozenset({"v_burn"})   # 'a lit match' burns
@@ -252,6 +258,8 @@ class Scene:
             t = self.toks[j]
             if t.text in PUNCT or t.text in PREPOSITIONS or t.text in CLAUSE_WORDS:
                 return None
+            if t.text in DETERMINERS:
+                continue  # 'drops her ice cream cone': 'her' is a determiner here
             if t.concepts & NOUNS:
                 return t
         return None
@@ -398,7 +406,9 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                     "ice_cream", "icicle", "frost", "ice_block", "glacier", "iceberg"}
     hot_contact = any(t.text in {"hot", "heated", "warm", "scorching", "sizzling", "red"} for t in sc.live) or \
         bool(sc.words("heat_source")) or bool(L & {"sun", "sunlight", "sunshine", "radiator", "fire", "flame"})
-    if meltable and hot_contact and not melt_ev and not freeze_ev and not any(
+    impact_motion = any(sc.toks[i].lemma in {"drop", "fall", "throw", "toss", "kick", "knock", "hurl", "fling", "slide",
+                                             "roll", "smash", "crash"} for i in motion + strike + free_impact)
+    if meltable and hot_contact and not impact_motion and not melt_ev and not freeze_ev and not any(
             t.neg and t.concepts & {"v_melt"} for t in sc.toks) and not L & {"freezer", "fridge", "refrigerator"}:
         melt_ev = melt_ev + [-1]   # ice on a hot plate, butter in the sun: melting is implied
         ev.implied.append("meltwater" if L & {"ice", "ice_cube", "snow", "snowflake", "icicle"} else "melt")
@@ -560,7 +570,8 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             w = 0.0   # the liquid is only heated/cooled: Thermal (and Phase Change), not flow (rules file)
         ev.add("Fluid", w, "flow of " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in liquids)))
     if modifier_liquids and not thermal_only_liquid:
-        released = flow or (squeeze and squeezable_liquid) or L & {"spill", "leak", "burst", "pop", "puncture"}
+        released = flow or (squeeze and squeezable_liquid) or (L & {"spill", "leak", "burst", "pop", "puncture"} and
+                                                               not L & {"air", "gas", "helium"})
         w = 0.35 + (0.7 if released else 0.0)
         ev.add("Fluid", w, "flow of " + ", ".join(dict.fromkeys(x.replace("_", " ") for x in modifier_liquids)))
     flow_words = [sc.toks[i].lemma for i in flow if not (sc.toks[i].lemma == "dribble" and ball_like_early) and
@@ -576,8 +587,11 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
         elif L & {"swim", "surf", "paddle", "row", "ripple", "wade", "blot", "sweeten"}:
             ev.add("Fluid", 0.7, "flow: " + ", ".join(dict.fromkeys(flow_words)))
     if sc.words("granular") and (L & {"pour", "flow", "shovel", "funnel", "spill", "trickle", "cascade", "sift",
-                                      "scoop", "stream", "slide", "avalanche", "hourglass"}):
-        ev.add("Fluid", 1.0, "granular pour (" + sc.words("granular")[0] + ")")
+                                      "scoop", "stream", "slide", "avalanche", "hourglass", "fly", "flying", "spray",
+                                      "scatter", "kick", "splash", "blow"}) or ("avalanche" in L and "snow" in L):
+        ev.add("Fluid", 1.0, "granular flow (" + (sc.words("granular") or ["snow"])[0] + ")")
+    if squeeze and L & {"lemon", "lime", "orange", "grapefruit", "fruit", "grape", "tomato", "sponge_"}:
+        ev.add("Fluid", 1.0, "juice squeezed out")
     if "butter" in L and L & {"spread", "smear", "coat", "knife"} or "melt" in liquids:
         ev.add("Fluid", 1.0, "viscous/molten layer")
     if any(t.concepts & {"a_wet"} for t in sc.live) and not thermal_only_liquid:
@@ -686,6 +700,7 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
             ev.add("Elastic", 0.2, "flexible material")
     if softs:
         if squeeze_words or puncture or L & {"extract", "pump", "inflate", "deflate", "remove", "suck", "vacuum",
+                                             "shrink", "leak", "collapse", "flatten",
                                              "squish", "deform", "stretch", "bend", "compress", "squeeze", "flex",
                                              "crumple", "pop", "burst", "blow_up", "bounce" if (elastic_adj or soft_adj)
                                              else "__"}:

@@ -139,7 +139,7 @@ PHRASES = {
     "catch fire", "set alight", "light up", "switch on", "turn on", "switch off", "turn off", "bend light",
     "sea water", "salt water", "olive oil", "coconut oil", "arsenic trioxide", "ammonium chloride",
     "ice cream cone", "water vapor", "water vapour", "snow flake", "steam plume", "fire place",
-    "glass surface", "wood plank", "boil off", "boil away", "rolling boil", "washing machine", "blow dry", "blow dryer", "car tire", "paper towel", "hockey puck", "air filled", "tip over",
+    "glass surface", "wood plank", "boil off", "boil away", "rolling boil", "washing machine", "washing line", "clothes line", "blow dry", "blow dryer", "car tire", "paper towel", "hockey puck", "air filled", "tip over",
 }
 
 
