@@ -704,7 +704,11 @@ def analyse(prompt: str, lex: Lexicon | None = None) -> tuple[Evidence, Scene]:
                                              "squish", "deform", "stretch", "bend", "compress", "squeeze", "flex",
                                              "crumple", "pop", "burst", "blow_up", "bounce" if (elastic_adj or soft_adj)
                                              else "__"}:
-            if not (ball_like and not (squeeze_words or elastic_adj or soft_adj or puncture)):
+            bounce_only = not (squeeze_words or elastic_adj or soft_adj or puncture or
+                               L & {"extract", "pump", "inflate", "deflate", "remove", "suck", "vacuum", "shrink",
+                                    "leak", "collapse", "flatten", "squish", "deform", "stretch", "bend", "compress",
+                                    "squeeze", "flex", "crumple", "pop", "burst", "blow_up"})
+            if not (ball_like and bounce_only):  # bouncing balls are Elastic only when softness is stated
                 ev.add("Elastic", 1.2, "soft " + softs[0].replace("_", " ") + " deforms")
     if elastic_adj and (solids or softs or elastics or fabrics or ball_like):
         ev.add("Elastic", 1.0, "stated elasticity (" + elastic_adj[0] + ")")
