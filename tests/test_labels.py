@@ -17,15 +17,17 @@ HERE = Path(__file__).resolve().parent
 HELDOUT = HERE / "data" / "labels_heldout.jsonl"
 HELDOUT2 = HERE / "data" / "labels_heldout2.jsonl"
 HELDOUT3 = HERE / "data" / "labels_heldout3.jsonl"
+HELDOUT4 = HERE / "data" / "labels_heldout4.jsonl"
 R, E, F, G, P, X, T, O = CATEGORIES
 
-# measured with the default parser (see the labels section of README.md): dev 0.975 / 0.936. Own held-out sets,
+# measured with the default parser (see the labels section of README.md): dev 0.976 / 0.938. Own held-out sets,
 # each scored once right after it was written and before any rule was changed because of it, then again now:
 # heldout (95 prompts) 0.866 / 0.737 -> 0.973 / 0.926, heldout2 (42) 0.851 / 0.690 -> 0.990 / 0.976,
-# heldout3 (40) 0.787 / 0.500 -> 0.951 / 0.850. Floors sit a small margin below the current figures and far above
+# heldout3 (40) 0.787 / 0.500 -> 0.951 / 0.850; heldout4 (30) 0.911 / 0.767, never tuned on. Floors sit a small margin below the current figures and far above
 # the keyword-free baseline (always the most frequent label set: dev 0.424 / 0.335, held-out sets 0.000 / <= 0.19).
 DEV_FLOOR = {"micro_f1": 0.94, "exact_match": 0.88}
 HELDOUT_FLOOR = {"micro_f1": 0.92, "exact_match": 0.80}
+UNTUNED_FLOOR = {"micro_f1": 0.88, "exact_match": 0.70}
 
 
 def _run_cli(capsys, *argv) -> str:
@@ -55,14 +57,15 @@ def test_dev_file_figures_beat_keyword_free_baseline(shared_dir, capsys):
     assert fig["exact_match"] >= DEV_FLOOR["exact_match"], fig
 
 
-@pytest.mark.parametrize("path", [HELDOUT, HELDOUT2, HELDOUT3], ids=["heldout", "heldout2", "heldout3"])
-def test_own_heldout_sets(capsys, path):
+@pytest.mark.parametrize("path, floor", [(HELDOUT, HELDOUT_FLOOR), (HELDOUT2, HELDOUT_FLOOR), (HELDOUT3, HELDOUT_FLOOR),
+                                         (HELDOUT4, UNTUNED_FLOOR)], ids=["heldout", "heldout2", "heldout3", "heldout4"])
+def test_own_heldout_sets(capsys, path, floor):
     """Differently phrased prompts (casual, typos, indirect, negated, figurative), labelled by the rules file."""
     rows = load_jsonl(path)
-    assert len(rows) >= 40
+    assert len(rows) >= 30
     fig = _figures(_run_cli(capsys, "evaluate", str(path)))
-    assert fig["micro_f1"] >= HELDOUT_FLOOR["micro_f1"], fig
-    assert fig["exact_match"] >= HELDOUT_FLOOR["exact_match"], fig
+    assert fig["micro_f1"] >= floor["micro_f1"], fig
+    assert fig["exact_match"] >= floor["exact_match"], fig
 
 
 @pytest.mark.parametrize("prompt, must, must_not", [
