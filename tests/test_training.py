@@ -252,7 +252,7 @@ def test_stage_c_forward_matches_the_adapter_forward():
                   compute_residuals=True, physical_mask=torch.ones(2, 1, 3, 8, 8))  # step 0: the mask is all ones
     want, parts = T.stage_c_loss(v, out.dv, batch["target"], sigma, out.losses["csrc"], lambda_phys=0.3)
     assert float(out.losses["csrc"].detach()) > 0
-    assert float(logs["csrc"]) == pytest.approx(float(out.losses["csrc"]), rel=1e-6)
+    assert float(logs["csrc"]) == pytest.approx(float(out.losses["csrc"].detach()), rel=1e-6)
     assert float(logs["mse"]) == pytest.approx(float(parts["mse"]), rel=1e-6)
     assert float(loss) == pytest.approx(float(want), rel=1e-6)
     # the sigma threshold drops the second sample (sigma 0.6) from CSRC, not from routing

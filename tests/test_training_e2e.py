@@ -90,10 +90,10 @@ def test_tiny_stages_a_b_c_end_to_end(moving_cache, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(moving_cache, tmp_path):
-    short = ["--stages", "AC", "--a_phase_steps", "900", "--c_steps", "6", "--ckpt_every", "2", "--tensorboard", "false"]
+    short = ["--stages", "AC", "--a_phase_steps", "600", "--c_steps", "4", "--ckpt_every", "2", "--tensorboard", "false"]
     T.train(_cfg(moving_cache, tmp_path / "full", *short))
     runs = 0
-    while T.train(_cfg(moving_cache, tmp_path / "killed", *short, "--stop_after", "4")) is None:
+    while T.train(_cfg(moving_cache, tmp_path / "killed", *short, "--stop_after", "3")) is None:
         runs += 1
         assert runs < 10
     assert runs >= 2  # it really was stopped inside stage A and inside stage C

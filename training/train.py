@@ -746,7 +746,7 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     t0, done = time.time(), 0
     metrics_path = Path(cfg.out) / "metrics.jsonl"
     for step in range(start, total):
-        knobs = _knobs(stage, step, cfg)
+        knobs = stage_knobs(stage, step, cfg)
         _set_lrs(opt, stage, knobs, cfg)
         logs_acc: dict[str, float] = {}
         for a in range(cfg.grad_accum):
@@ -838,7 +838,8 @@ def _plain_adapter(model: StageModel, cfg: TrainConfig) -> PILAAdapter:
     return model.adapter
 
 
-def _knobs(stage: str, step: int, cfg: TrainConfig) -> dict:
+def stage_knobs(stage: str, step: int, cfg: TrainConfig) -> dict:
+    """Everything a stage's forward needs to know about the schedule at optimizer step `step`."""
     k = {"step": step, "boot_steps": cfg.steps(cfg.mask_boot_steps), "phys_steps": cfg.steps(cfg.mask_phys_steps)}
     if stage == "A":
         phase = min(step // cfg.steps(cfg.a_phase_steps), len(cfg.a_ranges) - 1)
@@ -850,6 +851,9 @@ def _knobs(stage: str, step: int, cfg: TrainConfig) -> dict:
     else:
         k.update(f=0.0, penalty=cfg.penalty, **stage_c_schedule(step, cfg))
     return k
+
+
+_knobs = stage_knobs  # the name training/physworld_run.py uses
 
 
 def _set_lrs(opt, stage: str, knobs: dict, cfg: TrainConfig) -> None:
@@ -891,8 +895,7 @@ def _reduce_logs(logs: dict[str, float], d: Dist) -> dict[str, float]:
         return logs
     import torch.distributed as dist
     keys = sorted(logs)
-    t = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=d.device)
-    # ranks may log different keys (per-category CSRC terms): gather names too
+    # ranks may log different keys (per-category CSRC terms): gather the names first
     all_keys: list = [None] * d.world
     dist.all_gather_object(all_keys, keys)
     union = sorted(set().union(*all_keys))
@@ -900,7 +903,6 @@ def _reduce_logs(logs: dict[str, float], d: Dist) -> dict[str, float]:
     cnt = torch.tensor([1.0 if k in logs else 0.0 for k in union], dtype=torch.float64, device=d.device)
     dist.all_reduce(vals)
     dist.all_reduce(cnt)
-    del t
     return {k: float(v / max(c, 1)) for k, v, c in zip(union, vals.tolist(), cnt.tolist())}
 
 
