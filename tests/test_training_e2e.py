@@ -31,6 +31,13 @@ def moving_cache(tmp_path_factory):
     return root / "cache"
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _cfg(cache, out, *extra):
     return T.load_config(str(TINY), ["--cache", str(cache), "--out", str(out), "--progress", "false", *extra])
 
@@ -108,7 +115,7 @@ def test_torchrun_two_gloo_ranks_match_one_process(moving_cache, tmp_path):
     common = ["--config", str(TINY), "--cache", str(moving_cache), "--progress", "false", "--tensorboard", "false",
               "--stages", "AC", "--a_phase_steps", "600", "--c_steps", "3", "--ckpt_every", "0", "--lr", "3e-3"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
                           "-m", "training.train", *common, "--out", str(tmp_path / "ddp")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -123,7 +130,7 @@ def test_torchrun_two_gloo_ranks_match_one_process(moving_cache, tmp_path):
     assert moved > 1e-3, "training did not change the adapter"
     assert worst <= 1e-5, f"2 ranks vs 1 process with accumulation 2: max difference {worst}"
     # FSDP2 (fully_shard over gloo) gives the same weights
-    fsdp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29532",
+    fsdp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
                            "-m", "training.train", *common, "--strategy", "fsdp", "--out", str(tmp_path / "fsdp")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert fsdp.returncode == 0, fsdp.stderr[-3000:]
