@@ -132,8 +132,9 @@ class Scene:
         nxt = self.toks[i + 1] if i + 1 < len(self.toks) else None
         if t.text.endswith(("ing", "ed")) and t.text != t.lemma and t.text not in {"ceiling", "railing"}:
             return False
-        if nxt is not None and nxt.text == "of":
-            return True
+        if nxt is not None and nxt.text == "of" and not (prev is not None and prev.concepts & NOUNS and
+                                                          t.text.endswith("s") and AMBIGUOUS.get(t.lemma) == "v"):
+            return True   # 'a drop of', 'a stack of' (but 'the bottle falls of[f] the table')
         if prev is not None and (prev.text in DETERMINERS or prev.text.isdigit()):
             return True
         if prev is not None and prev.text in VERB_CUES:

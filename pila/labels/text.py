@@ -36,10 +36,17 @@ class Lexicon:
     vocab: frozenset[str]                        # every single-word lemma the lexicon knows
     deletes: dict[str, frozenset[str]] = field(default_factory=dict)  # typo index: delete-variant -> words
     cache: dict = field(default_factory=dict)    # memoised lemmas and typo corrections (the lexicon is fixed)
+    forms: dict[str, str] = field(default_factory=dict)  # inflected form -> lemma, for typo correction
 
 
 def _deletes1(word: str) -> set[str]:
     return {word[:i] + word[i + 1:] for i in range(len(word))}
+
+
+def _vowel_slip(a: str, b: str) -> bool:
+    """Same length, one position differs and both letters there are vowels ('steem' / 'steam')."""
+    diff = [i for i in range(len(a)) if a[i] != b[i]] if len(a) == len(b) else []
+    return len(diff) == 1 and a[diff[0]] in "aeiou" and b[diff[0]] in "aeiou"
 
 
 def _osa1(a: str, b: str) -> bool:
@@ -174,14 +181,23 @@ def _build(concepts_raw, irregular, figurative, materials, common, extra_vocab=f
     for name, bag in final.items():
         for w in bag:
             word_concepts.setdefault(w, set()).add(name)
-    deletes: dict[str, set[str]] = {}
+    # typo index over lemmas and their regular inflections ('meltng' -> 'melting' -> melt)
+    forms: dict[str, str] = {}
     for w in vocab:
         if len(w) >= 4 and w.isalpha():
-            for d in _deletes1(w) | {w}:
-                deletes.setdefault(d, set()).add(w)
+            forms.setdefault(w, w)
+            if w in entries:
+                stem = w[:-1] if w.endswith("e") else w
+                for f in (w + "s", w + "es", stem + "ing", stem + "ed", w + "d"):
+                    forms.setdefault(f, w)
+    deletes: dict[str, set[str]] = {}
+    for f in forms:
+        for d in _deletes1(f) | {f}:
+            deletes.setdefault(d, set()).add(f)
     return Lexicon(concepts=final, word_concepts={k: frozenset(v) for k, v in word_concepts.items()},
                    irregular=irregular, figurative=figurative, materials=materials, common=frozenset(common),
-                   compounds=compounds, vocab=vocab, deletes={k: frozenset(v) for k, v in deletes.items()})
+                   compounds=compounds, vocab=vocab, deletes={k: frozenset(v) for k, v in deletes.items()},
+                   forms=forms)
 
 
 def _candidates(w: str) -> list[str]:
@@ -247,10 +263,15 @@ def correct_typo(word: str, lex: Lexicon) -> str | None:
         hits = set()
         for d in _deletes1(cand) | {cand}:
             hits |= {v for v in lex.deletes.get(d, ()) if _osa1(cand, v)}
-        # typos keep the first letter; five-letter words only by a doubled or a dropped letter
-        hits = {h for h in hits if len(h) >= 5 and h[0] == cand[0] and (len(cand) > 5 or len(h) != len(cand))}
-        if len(hits) == 1:
-            return next(iter(hits))
+        # typos keep the first letter; five-letter words only by a doubled or dropped letter or a vowel slip
+        hits = {h for h in hits if len(h) >= 5 and h[0] == cand[0] and (len(cand) > 5 or len(h) != len(cand)
+                                                                         or (cand == word and _vowel_slip(cand, h)))}
+        # an inflected form ('melting') is only reached through a dropped letter ('meltng'): substitutions and
+        # extra letters between real inflected words ('creaks'/'creeks', 'fizzles'/'fizzes') are too risky
+        hits = {h for h in hits if lex.forms.get(h, h) == h or (len(h) == len(cand) + 1 and len(cand) >= 5)}
+        lemmas = {lex.forms.get(h, h) for h in hits}
+        if len(lemmas) == 1:
+            return next(iter(lemmas))
     return None
 
 
@@ -309,7 +330,7 @@ def tokenize(text: str, lex: Lexicon) -> list[Token]:
             toks.append(Token(w, w))
             continue
         lemma, fixed = lemmatize(w, lex), None
-        if lemma not in lex.vocab and w not in lex.common and lemma not in lex.common:
+        if lemma not in lex.vocab and w not in lex.common and lemma not in lex.common and w not in lex.irregular:
             key = ("typo", w)
             if key not in lex.cache:
                 lex.cache[key] = correct_typo(w, lex)
