@@ -46,6 +46,7 @@ def _figures(out: str) -> dict:
 
 
 def test_dev_file_figures_beat_keyword_free_baseline(shared_dir, capsys):
+    # ../shared/data/physics_labels_dev.jsonl: labels written for this project over VBench-2.0 and VideoPhy prompts
     dev = shared_dir / "data" / "physics_labels_dev.jsonl"
     if not dev.is_file():
         pytest.skip(f"{dev} not found")

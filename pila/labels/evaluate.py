@@ -1,7 +1,10 @@
 """Evaluation of a label parser on a JSONL file of {"prompt", "labels"} lines (SPEC section 9).
 
 Per-category precision / recall / F1 / support, micro-F1 over all (prompt, category) pairs, exact-match
-accuracy of the label set, and mean parse time.
+accuracy of the label set, and mean parse time. The project's reference file is
+../shared/data/physics_labels_dev.jsonl: labels written for this project (conventions in
+physics_labels_dev_rules.md) over VBench-2.0 prompts (Vchitect/VBench, Apache-2.0) and VideoPhy test prompts
+(videophysics/videophy_test_public, MIT); see ../shared/data/README.md.
 """
 from __future__ import annotations
 
