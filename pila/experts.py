@@ -57,15 +57,25 @@ class ExpertBank(nn.Module):
             return ExpertResult(refined, views, change)
         chosen = torch.zeros(B, NUM_CATEGORIES, dtype=torch.bool, device=bank.device)
         chosen.scatter_(1, selected, True)
-        for k in torch.nonzero(chosen.any(dim=0)).flatten().tolist():
-            idx = torch.nonzero(chosen[:, k]).flatten()
-            dB = self.experts[k](h.index_select(0, idx), c.index_select(0, idx), bank.index_select(0, idx))
+        # the one device -> host read of a routed call: which experts run, on which rows
+        chosen_rows = chosen.tolist()
+        for k in range(NUM_CATEGORIES):
+            rows = [b for b in range(B) if chosen_rows[b][k]]
+            if not rows:
+                continue  # nobody selected expert k: it is never called
+            if len(rows) == B:  # every row picked k (always so for CFG rows with one physics condition)
+                idx = torch.arange(B, device=bank.device)
+                hk, ck, bk = h, c, bank
+            else:
+                idx = torch.tensor(rows, dtype=torch.long, device=bank.device)
+                hk, ck, bk = h.index_select(0, idx), c.index_select(0, idx), bank.index_select(0, idx)
+            dB = self.experts[k](hk, ck, bk)
             mask = self.masks[k] if active_mask is None else self.masks[k] * active_mask.to(self.masks)
             dB = dB * mask.to(dB.dtype)[None, :, None, None, None]
             w = weights.index_select(0, idx)[:, k].to(dB.dtype)[:, None, None, None, None]
             refined = refined.index_add(0, idx, w * dB)
             if keep_views:
-                views[k] = (idx, bank.index_select(0, idx) + dB)
+                views[k] = (idx, bk + dB)
             if keep_change:
                 norm = (w * dB).float().square().sum(dim=1).sqrt().to(change.dtype)
                 change[idx, k] = norm.detach()  # a diagnostic (Expert Maps), never trained
