@@ -58,14 +58,16 @@ def baseline_most_frequent_set(gold: list[list[str]]) -> list[str]:
 def evaluate(path: str | Path, parser) -> dict:
     rows = load_jsonl(path)
     parser("warm-up: load the lexicon")  # not timed: one-off loading
-    preds, t_total = [], 0.0
+    preds, t_total, sources = [], 0.0, Counter()
     for row in rows:
         t0 = time.perf_counter()
         r = parser(row["prompt"])
         t_total += time.perf_counter() - t0
         preds.append(list(r.labels))
+        sources[r.source.split(":")[0]] += 1
     out = score([r["labels"] for r in rows], preds)
     out["ms_per_prompt"] = 1000.0 * t_total / max(1, len(rows))
+    out["sources"] = dict(sources)
     out["predictions"] = preds
     out["rows"] = rows
     base = baseline_most_frequent_set([r["labels"] for r in rows])
@@ -82,6 +84,7 @@ def format_report(res: dict) -> str:
     b = res["baseline"]
     lines.append(f"prompts: {res['n']}")
     lines.append(f"baseline (always {b['labels']}): micro_f1 {b['micro_f1']:.3f}, exact_match {b['exact_match']:.3f}")
+    lines.append("sources: " + ", ".join(f"{k} {v}" for k, v in sorted(res.get("sources", {}).items())))
     lines.append(f"mean_ms_per_prompt: {res['ms_per_prompt']:.2f}")
     lines.append(f"micro_f1: {res['micro_f1']:.3f}")
     lines.append(f"exact_match: {res['exact_match']:.3f}")
