@@ -69,8 +69,8 @@ class WorldConfig:
     radius_ood: tuple[float, float] = (4.0, 4.75)
     speed: tuple[float, float] = (0.4, 1.0)  # uniform and collision speeds
     speed_ood: tuple[float, float] = (1.3, 1.6)
-    impact_speed: tuple[float, float] = (0.7, 1.3)  # bounce: vertical speed at the floor
-    impact_speed_ood: tuple[float, float] = (1.55, 1.8)
+    impact_speed: tuple[float, float] = (0.9, 1.5)  # bounce: vertical speed at the floor (bounce height v^2 / 2g)
+    impact_speed_ood: tuple[float, float] = (1.75, 2.0)
     bounce_vx: tuple[float, float] = (-0.5, 0.5)
     gravity: tuple[float, float] = (0.09, 0.15)
     gravity_ood: tuple[float, float] = (0.22, 0.30)

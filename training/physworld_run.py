@@ -105,8 +105,10 @@ def load_config(name_or_path: str) -> dict:
     if not path.is_file():
         known = sorted(p.stem.removeprefix("physworld_") for p in CONFIG_DIR.glob("physworld_*.json"))
         raise FileNotFoundError(f"physworld config {name_or_path!r} not found; known: {known} or a JSON path")
-    cfg = _merge(DEFAULTS, json.loads(path.read_text()))
-    cfg["name"] = cfg.get("name", path.stem.removeprefix("physworld_"))
+    data = json.loads(path.read_text())
+    parent = load_config(data.pop("extends")) if "extends" in data else DEFAULTS  # "extends": another config
+    cfg = _merge(parent, data)
+    cfg["name"] = data.get("name", path.stem.removeprefix("physworld_"))
     unknown = [a for a in cfg["arms"] if a not in ARMS]
     if unknown:
         raise ValueError(f"unknown arms {unknown}; valid: {ARMS}")
@@ -278,6 +280,7 @@ class Run:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         self.text = {k: v.to(self.device) for k, v in
                      pw.text_embeddings(cfg["text_dim"], seed=cfg["seed"], tokens=cfg["text_tokens"]).items()}
         out.mkdir(parents=True, exist_ok=True)
@@ -757,6 +760,37 @@ def write_report(out: Path, cfg: dict, world: pw.WorldConfig, params: dict) -> P
     return path
 
 
+def pack_state(out: Path, prefix: Path, *, part_mib: int = 15) -> list[Path]:
+    """What a later call on a fresh machine needs to continue, as a tar.gz split into <= part_mib MiB parts
+    `<prefix>.partNN` (the device tool returns few, small files): everything under `out` except the trajectory
+    pool (regenerated from the seed) and the weights of arms whose evaluation is written. Unpack with
+    `cat <prefix>.part* | tar xzf - -C <out's parent>`."""
+    import io
+    import tarfile
+
+    evaluated = {p.stem for p in (out / "eval").glob("*.safetensors")}
+
+    def keep(rel: Path) -> bool:
+        if rel.name == "pool.safetensors":
+            return False
+        parts = rel.parts
+        return not (parts[0] == "phases" and len(parts) >= 3 and parts[2] != "base"
+                    and f"{parts[1]}__{parts[2]}" in evaluated)
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for f in sorted(out.rglob("*")):
+            if f.is_file() and keep(f.relative_to(out)):
+                tar.add(f, arcname=str(Path(out.name) / f.relative_to(out)))
+    data, size = buf.getvalue(), part_mib * 2**20
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(0, max(1, len(data)), size):
+        paths.append(prefix.with_name(f"{prefix.name}.part{i // size:02d}"))
+        paths[-1].write_bytes(data[i:i + size])
+    return paths
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="smoke", help="smoke | full | a JSON path (merged over the defaults)")
@@ -765,18 +799,30 @@ def main(argv=None) -> int:
                     help="seconds; stop cleanly (PAUSED) after this and re-run the same command to continue")
     ap.add_argument("--device", default=None, help="cpu | cuda | auto (default: the config's)")
     ap.add_argument("--stop-after", type=int, default=None, help="pause after this many training steps (debugging)")
+    ap.add_argument("--pack", default=None, metavar="PREFIX",
+                    help="afterwards, write the resumable state as PREFIX.partNN (tar.gz, <= 15 MiB each) and copy "
+                         "report.md beside it, e.g. --pack $OUT/state on the device machine")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     if args.device:
         cfg["device"] = args.device
     out = Path(args.out) / cfg["name"]
     t0 = time.monotonic()
+    status = "DONE"
     try:
         Run(cfg, out, time_budget=args.time_budget, stop_after=args.stop_after).run()
     except OutOfTime:
+        status = "PAUSED"
+    if args.pack:
+        prefix = Path(args.pack)
+        parts = pack_state(out, prefix)
+        if (out / "report.md").is_file():
+            (prefix.parent / "report.md").write_text((out / "report.md").read_text())
+        print(f"packed {len(parts)} part(s): {', '.join(p.name for p in parts)}")
+    if status == "PAUSED":
         print(f"PAUSED after {time.monotonic() - t0:.0f} s: re-run the same command to continue ({out})")
-        return 0
-    print(f"DONE in {time.monotonic() - t0:.0f} s: report at {out / 'report.md'}")
+    else:
+        print(f"DONE in {time.monotonic() - t0:.0f} s: report at {out / 'report.md'}")
     return 0
 
 
