@@ -1,6 +1,8 @@
 """The physics world (issue 6): analytic physics, the motion metric, the bootstrap, and the smoke experiment."""
+import io
 import json
 import math
+import tarfile
 
 import numpy as np
 import pytest
@@ -219,7 +221,20 @@ def test_smoke_configuration_end_to_end(tmp_path):
     assert set(params) >= {"weak/base", "weak/plain", "weak/pila", "weak/finetune"}
     assert (out / "per_frame_weak_pila.png").stat().st_size > 0 and (out / "filmstrip_weak_bounce.png").is_file()
     assert len((out / "pairs.csv").read_text().splitlines()) > 1
-    # a second call finds every phase finished and only rewrites the report
+    # a second call finds every phase finished and only rewrites the report; --pack keeps what a fresh machine
+    # needs (the base's weights, the evaluations) and drops evaluated arms' weights, which are then not retrained
     before = (out / "eval" / "weak__pila.safetensors").stat().st_mtime
-    assert run.main(["--config", "smoke", "--out", str(tmp_path)]) == 0
+    pack = tmp_path / "back" / "state"
+    assert run.main(["--config", "smoke", "--out", str(tmp_path), "--pack", str(pack)]) == 0
     assert (out / "eval" / "weak__pila.safetensors").stat().st_mtime == before
+    assert (pack.parent / "report.md").is_file()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in sorted(pack.parent.glob("state.part*"))))) as t:
+        names = t.getnames()
+        t.extractall(fresh)
+    assert "smoke/phases/weak/base/model.safetensors" in names and "smoke/eval/weak__pila.safetensors" in names
+    assert not any(n.startswith("smoke/phases/weak/pila/") for n in names)
+    assert run.main(["--config", "smoke", "--out", str(fresh)]) == 0
+    assert not (fresh / "smoke/phases/weak/pila").exists(), "an evaluated arm was retrained"
+    assert (fresh / "smoke/report.md").read_text() == report

@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +49,7 @@ from pila.config import PILAConfig
 from pila.decoder import apply_correction
 from pila.encoder import ResBlock3d
 from training import physworld as pw
+from training import train as T  # the project's trainer: stage losses, schedules, StageModel (SPEC section 7)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 ARMS = ("base", "plain", "pila", "finetune", "pila_nores", "pila_dense", "pila_randlabels")
@@ -332,16 +331,9 @@ class Run:
         clips = pw.Clips.cat(parts)
         x0 = clips.video
         noise = torch.randn(x0.shape, generator=g).to(self.device)
-        sigma = self.sample_sigma(size, g, sigma_floor).to(self.device)
+        # SPEC 7's draw (the trainer's), with this world's shift
+        sigma = T.sample_sigma(size, sigma_floor, shift=self.cfg["shift"], generator=g).to(self.device)
         return self._noised(clips, x0, noise, sigma) | {"clips": clips, "text": self.text_for(order), "gen": g}
-
-    def sample_sigma(self, n: int, g: torch.Generator, f: float = 0.0) -> Tensor:
-        """SPEC section 7's draw with this world's shift: i ~ U{floor(1000 f)..999}, s = 1 - i/1000,
-        sigma = shift s / (1 + (shift - 1) s)."""
-        lo = int(math.floor(f * 1000))
-        s = 1 - torch.randint(lo, 1000, (n,), generator=g).float() / 1000
-        k = self.cfg["shift"]
-        return k * s / (1 + (k - 1) * s)
 
     def _noised(self, clips, x0: Tensor, noise: Tensor, sigma: Tensor) -> dict:
         c = self.world.cond_frames
@@ -444,8 +436,6 @@ class Run:
 
     def plain_arm(self, base: TinyWan, base_name: str) -> nn.Module:
         """Eq. 11 without CSRC (the trainer's stage_c_loss with lambda_phys 0) on the same batches as PILA."""
-        from training import train as T
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_key(self.cfg["seed"], "init", "plain") % 2**31)
             model = build_plain(self.cfg).to(self.device)
@@ -478,8 +468,6 @@ class Run:
         SPEC section 7) on this world's batches. The stages share the adapter step stream, so PILA sees exactly the
         plain adapter's batches; the schedules are the paper's, scaled to this run's stage lengths. `pila_nores`
         skips B (its steps go to C) and has lambda_phys = 0; `pila_randlabels` reads random labels throughout."""
-        from training import train as T
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_key(self.cfg["seed"], "init", arm) % 2**31)
             adapter = build_pila(self.cfg, arm).to(self.device)
@@ -578,11 +566,12 @@ class Run:
             outs.append(torch.cat([x0[:, :, :c], x[:, :, c:]], 2).clamp(-1, 1).cpu())
         return torch.cat(outs)
 
+    def eval_path(self, name: str) -> Path:
+        return self.out / "eval" / f"{name.replace('/', '__')}.safetensors"
+
     def evaluate(self, name: str, video_fn) -> None:
-        """Per-clip metrics of one arm on every eval set -> eval/<name>.safetensors (skipped when present)."""
-        path = self.out / "eval" / f"{name.replace('/', '__')}.safetensors"
-        if path.is_file():
-            return
+        """Per-clip metrics of one arm on every eval set -> eval/<name>.safetensors."""
+        path = self.eval_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         flat = {}
         for scenario, split in self.eval_sets():
@@ -599,24 +588,31 @@ class Run:
         self.log(f"[eval] {name} written")
 
     def run(self) -> bool:
-        """Everything not done yet; True when the report is written."""
+        """Everything not done yet (an arm whose evaluation is written is not rebuilt: `--pack` drops its
+        weights); True when the report is written."""
         cfg = self.cfg
         (self.out / "config.json").write_text(json.dumps(cfg, indent=1))
         for name, fn in pw.BASELINES.items():
-            self.evaluate(f"baseline/{name}", lambda clips, noise, fn=fn: fn(clips, self.world))
+            if not self.eval_path(f"baseline/{name}").is_file():
+                self.evaluate(f"baseline/{name}", lambda clips, noise, fn=fn: fn(clips, self.world))
         params = {}
         for base_name in cfg["bases"]:
-            base = self.base_model(base_name)
-            params[f"{base_name}/base"] = count_params(base)
+            params[f"{base_name}/base"] = count_params(build_base(cfg))
+            base = None
             for arm in cfg["arms"]:
+                name = f"{base_name}/{arm}"
+                params[name] = params[f"{base_name}/base"] if arm in ("base", "finetune") else count_params(
+                    build_plain(cfg) if arm == "plain" else build_pila(cfg, arm))
+                if self.eval_path(name).is_file():
+                    continue
                 self.check_time()
+                base = base or self.base_model(base_name)
                 model, adapter = self.arm_model(base, base_name, arm)
-                params[f"{base_name}/{arm}"] = count_params(adapter if adapter is not None else model)
                 labels_fn = None
                 if arm == "pila_randlabels":
                     labels_fn = lambda clips: self.random_labels(  # noqa: E731
                         clips.labels, torch.Generator().manual_seed(_key(cfg["seed"], "eval-labels")))
-                self.evaluate(f"{base_name}/{arm}", lambda clips, noise, m=model, a=adapter, lf=labels_fn:
+                self.evaluate(name, lambda clips, noise, m=model, a=adapter, lf=labels_fn:
                               self.sample(m, a, clips, noise, labels=None if lf is None else lf(clips)))
                 del model, adapter
         (self.out / "params.json").write_text(json.dumps(params, indent=1))
