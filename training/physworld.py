@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,14 +41,6 @@ SCENARIO_LABELS: dict[str, tuple[str, ...]] = {
     "bounce": ("Rigid Body", "Collision"),
     "collision": ("Rigid Body", "Collision"),
 }
-# a short physics description per scenario (the text each scenario's fixed embedding stands for)
-SCENARIO_TEXT: dict[str, str] = {
-    "uniform": "a red ball moves in a straight line at constant speed",
-    "bounce": "a red ball falls under gravity and bounces elastically on the floor",
-    "collision": "a red ball and a blue ball move and collide elastically",
-}
-
-
 def splits_for(scenario: str) -> tuple[str, ...]:
     """Splits that exist for a scenario (gravity only varies where there is gravity)."""
     return SPLITS if scenario == "bounce" else tuple(s for s in SPLITS if s != "ood_gravity")
@@ -113,15 +105,6 @@ class Clips:
 
     def __len__(self) -> int:
         return self.video.shape[0]
-
-    def to(self, device) -> "Clips":
-        return replace(self, video=self.video.to(device), labels=self.labels.to(device))
-
-    def index(self, idx) -> "Clips":
-        idx_list = idx.tolist() if isinstance(idx, Tensor) else list(range(len(self)))[idx]
-        return Clips(self.video[idx], self.pos[idx], self.vel[idx], self.radius[idx], self.mass[idx],
-                     self.present[idx], self.labels[idx], [self.scenario[i] for i in idx_list],
-                     {k: v[idx] for k, v in self.params.items()})
 
     @staticmethod
     def cat(parts: list["Clips"]) -> "Clips":
@@ -332,14 +315,6 @@ def make_clips(scenario: str, n: int, *, seed: int, split: str = "id", cfg: Worl
     """`n` rendered clips of one scenario and split, fixed by (seed, scenario, split)."""
     cfg = cfg or WorldConfig()
     return clips_from_world(sample_world(scenario, n, seed=seed, split=split, cfg=cfg), scenario, cfg)
-
-
-def make_mixed(scenarios: tuple[str, ...] | list[str], n: int, *, seed: int, split: str = "id",
-               cfg: WorldConfig | None = None) -> Clips:
-    """`n` clips drawn round-robin from `scenarios` (a training batch: same seed, same batch for every arm)."""
-    counts = [n // len(scenarios) + (i < n % len(scenarios)) for i in range(len(scenarios))]
-    parts = [make_clips(s, c, seed=seed, split=split, cfg=cfg) for s, c in zip(scenarios, counts) if c > 0]
-    return Clips.cat(parts)
 
 
 def flow_field(clips: Clips, cfg: WorldConfig, *, threshold: float = 0.5) -> tuple[Tensor, Tensor]:

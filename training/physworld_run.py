@@ -722,7 +722,7 @@ def write_report(out: Path, cfg: dict, world: pw.WorldConfig, params: dict) -> P
                 ax.set_title(s)
                 ax.set_xlabel("frame")
             axes[0].set_ylabel("position error, px")
-            axes[-1].legend(fontsize=7)
+            axes[pw.SCENARIOS.index("bounce")].legend(fontsize=7)  # the scenario with every split
             fig.suptitle(f"{base} / {a}: per-frame position error")
             fig.tight_layout()
             fig.savefig(out / f"per_frame_{base}_{a}.png", dpi=80)
