@@ -1,7 +1,12 @@
 """The physics-world experiment (issue 6): does the PILA correction make generated motion more physical?
 
     python -m training.physworld_run --config smoke --out runs/physworld          # CPU, a few minutes
-    python -m training.physworld_run --config full --out runs/physworld --time-budget 540   # GPU, repeat until DONE
+    python -m training.physworld_run --config full --out runs/physworld --time-budget 480   # GPU, repeat until DONE
+
+On a device machine that may be fresh at every call, add `--pack $OUT/state`: the state to continue comes back as
+state.partNN (tar.gz, <= 15 MiB each) with report.md; unpack it with
+`mkdir -p runs/physworld && cat state.part* | tar xzf - -C runs/physworld` and carry runs/physworld into the next
+call. `--config full_ablations` (the same run folder) adds the three ablation arms to a finished `full` run.
 
 Arms, all on the same frozen base and measured on the same clips with the same noise (SPEC sections 1, 7):
 - `base`: a tiny Wan (diffusers `WanTransformer3DModel`) in pixel space (3 channels), trained with rectified flow
