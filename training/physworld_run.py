@@ -663,6 +663,14 @@ def write_report(out: Path, cfg: dict, world: pw.WorldConfig, params: dict) -> P
         cols = list(pw.BASELINES) + arms
         allres = {**baselines, **res}
         lines += [f"## Base `{base}` (trained on {', '.join(cfg['base_scenarios'][base])})", ""]
+        if "base" in res:  # sanity: a base that cannot draw motion it was trained on leaves nothing to compare
+            own = cfg["base_scenarios"][base][0]
+            b_err = float(res["base"][f"{own}/id/blob/vel_err"].mean())
+            c_err = float(baselines["copy_last_frame"][f"{own}/id/blob/vel_err"].mean())
+            verdict = "models motion" if b_err < c_err else \
+                "does NOT model motion yet (train it longer or wider before reading the comparisons)"
+            lines += [f"Sanity: on its own scenario ({own}, id) the base's velocity error is {b_err:.3f} px/frame "
+                      f"against {c_err:.3f} for copying the last condition frame: the base {verdict}.", ""]
         for metric, title in (("blob/vel_err", "Velocity error, px/frame (largest blob)"),
                               ("frame/vel_err", "Velocity error, px/frame (whole frame)"),
                               ("blob/det_rate", "Detection rate (largest blob)"),
