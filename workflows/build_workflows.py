@@ -141,13 +141,19 @@ def save_video(g: Graph, pos, images, prefix: str, fps: float = 16.0):
 
 
 # ---- workflows ------------------------------------------------------------------------------------------------------
-def wan21_t2v() -> dict:
-    g = Graph()
+def wan21_stack(g: Graph):
+    """Text encoders, VAE and the Wan 2.1 1.3B model behind ModelSamplingSD3 (shift 8, ComfyUI's Wan default)."""
     clip, prompt, pos, neg = text_stack(g, 0, 0)
     vae = g.node("VAELoader", (0, 380), [VAE], outputs=[("VAE", "VAE")], models=[VAE])
     unet = g.node("UNETLoader", (0, 480), [WAN21, "default"], outputs=[("MODEL", "MODEL")], models=[WAN21])
     shift = g.node("ModelSamplingSD3", (400, 480), [8.0], [("model", "MODEL")], [("MODEL", "MODEL")], size=(270, 60))
     g.link(unet, 0, shift, "model")
+    return clip, prompt, pos, neg, vae, shift
+
+
+def wan21_t2v() -> dict:
+    g = Graph()
+    clip, prompt, pos, neg, vae, shift = wan21_stack(g)
     loader, router, physics = pila_stack(g, 820, 0, clip, prompt)
     pila = correction(g, (1580, 0), shift, loader, router, pos, physics, diagnostics=True)
     latent = g.node("EmptyHunyuanLatentVideo", (820, 660), [832, 480, 33, 1], outputs=[("LATENT", "LATENT")])
@@ -196,11 +202,7 @@ def wan22_t2v() -> dict:
 
 def ab_compare() -> dict:
     g = Graph()
-    clip, prompt, pos, neg = text_stack(g, 0, 0)
-    vae = g.node("VAELoader", (0, 380), [VAE], outputs=[("VAE", "VAE")], models=[VAE])
-    unet = g.node("UNETLoader", (0, 480), [WAN21, "default"], outputs=[("MODEL", "MODEL")], models=[WAN21])
-    shift = g.node("ModelSamplingSD3", (400, 480), [8.0], [("model", "MODEL")], [("MODEL", "MODEL")], size=(270, 60))
-    g.link(unet, 0, shift, "model")
+    clip, prompt, pos, neg, vae, shift = wan21_stack(g)
     loader, router, physics = pila_stack(g, 820, 0, clip, prompt)
     pila = correction(g, (1580, 0), shift, loader, router, pos, physics)
     latent = g.node("EmptyHunyuanLatentVideo", (820, 660), [832, 480, 33, 1], outputs=[("LATENT", "LATENT")])
