@@ -97,20 +97,28 @@ def load_lexicon(path: str | None = None, extra_vocab: frozenset[str] = frozense
     return _build(concepts, irregular, figurative, materials, common, extra_vocab)
 
 
-def _split_entries(words: str, phrases: set[str]) -> list[str]:
-    toks = words.split()
+def _greedy_merge(items: list, sizes: tuple[int, ...], match) -> list:
+    """Left to right, replace the longest run of `sizes` items that `match(run)` knows by what it returns."""
     out, i = [], 0
-    while i < len(toks):
-        for n in (3, 2):
-            cand = " ".join(toks[i:i + n])
-            if len(toks[i:i + n]) == n and cand in phrases:
-                out.append(cand)
+    while i < len(items):
+        for n in sizes:
+            run = items[i:i + n]
+            merged = match(run) if len(run) == n else None
+            if merged is not None:
+                out.append(merged)
                 i += n
                 break
         else:
-            out.append(toks[i])
+            out.append(items[i])
             i += 1
     return out
+
+
+def _split_entries(words: str, phrases: set[str]) -> list[str]:
+    def known(run):
+        cand = " ".join(run)
+        return cand if cand in phrases else None
+    return _greedy_merge(words.split(), (3, 2), known)
 
 
 # two- and three-word entries of the lexicon (kept here so that single words of a concept line are not
@@ -349,19 +357,10 @@ def tokenize(text: str, lex: Lexicon) -> list[Token]:
 
 
 def _merge_compounds(toks: list[Token], lex: Lexicon) -> list[Token]:
-    out, i = [], 0
-    while i < len(toks):
-        for n in (4, 3, 2):
-            key = tuple(t.lemma for t in toks[i:i + n])
-            if len(key) == n and key in lex.compounds:
-                merged = lex.compounds[key]
-                out.append(Token(" ".join(t.text for t in toks[i:i + n]), merged))
-                i += n
-                break
-        else:
-            out.append(toks[i])
-            i += 1
-    return out
+    def known(run):
+        merged = lex.compounds.get(tuple(t.lemma for t in run))
+        return None if merged is None else Token(" ".join(t.text for t in run), merged)
+    return _greedy_merge(toks, (4, 3, 2), known)
 
 
 def _mark_negation(toks: list[Token]) -> None:
