@@ -208,12 +208,18 @@ def test_smoke_configuration_end_to_end(tmp_path):
     from training import physworld_run as run
 
     threads = torch.get_num_threads()
+    out = tmp_path / "smoke"
     try:
+        # paused inside the plain adapter's training: a partial report with the base's sanity line
+        assert run.main(["--config", "smoke", "--out", str(tmp_path), "--stop-after", "45"]) == 0
+        partial = (out / "report.md").read_text()
+        assert "Partial report" in partial and "Sanity:" in partial and "plain" in partial.split("Partial report")[1]
+        assert (out / "phases/weak/plain/state.safetensors").is_file()
         assert run.main(["--config", "smoke", "--out", str(tmp_path)]) == 0
     finally:
         torch.set_num_threads(threads)
-    out = tmp_path / "smoke"
     report = (out / "report.md").read_text()
+    assert "Partial report" not in report
     for needle in ("Velocity error", "ground_truth", "constant_velocity", "`pila` minus each other arm",
                    "The claim", "bounce | ood_gravity"):
         assert needle in report, needle

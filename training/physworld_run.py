@@ -216,6 +216,18 @@ def build_plain(cfg: dict) -> PlainAdapter:
     return PlainAdapter(width=k * g, blocks=blocks, text_dim=text_dim, groups=g)
 
 
+def param_counts(cfg: dict) -> dict[str, int]:
+    """Parameters per arm: adapters count their own, `base` and `finetune` the whole base."""
+    n_base = count_params(build_base(cfg))
+    out = {}
+    for base in cfg["bases"]:
+        out[f"{base}/base"] = n_base
+        for arm in cfg["arms"]:
+            out[f"{base}/{arm}"] = n_base if arm in ("base", "finetune") else count_params(
+                build_plain(cfg) if arm == "plain" else build_pila(cfg, arm))
+    return out
+
+
 def build_base(cfg: dict) -> TinyWan:
     return TinyWan(cfg["wan"], text_dim=cfg["text_dim"], cond_frames=cfg["world"]["cond_frames"], amp=cfg["amp"])
 
@@ -600,14 +612,10 @@ class Run:
         for name, fn in pw.BASELINES.items():
             if not self.eval_path(f"baseline/{name}").is_file():
                 self.evaluate(f"baseline/{name}", lambda clips, noise, fn=fn: fn(clips, self.world))
-        params = {}
         for base_name in cfg["bases"]:
-            params[f"{base_name}/base"] = count_params(build_base(cfg))
             base = None
             for arm in cfg["arms"]:
                 name = f"{base_name}/{arm}"
-                params[name] = params[f"{base_name}/base"] if arm in ("base", "finetune") else count_params(
-                    build_plain(cfg) if arm == "plain" else build_pila(cfg, arm))
                 if self.eval_path(name).is_file():
                     continue
                 self.check_time()
@@ -620,8 +628,7 @@ class Run:
                 self.evaluate(name, lambda clips, noise, m=model, a=adapter, lf=labels_fn:
                               self.sample(m, a, clips, noise, labels=None if lf is None else lf(clips)))
                 del model, adapter
-        (self.out / "params.json").write_text(json.dumps(params, indent=1))
-        write_report(self.out, cfg, self.world, params)
+        write_report(self.out, cfg, self.world)
         return True
 
 
@@ -636,8 +643,9 @@ def _ci(r: dict) -> str:
     return f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] ({100 * r['improved']:.0f}%)"
 
 
-def write_report(out: Path, cfg: dict, world: pw.WorldConfig, params: dict) -> Path:
-    """report.md with the tables, a per-frame error plot per arm and filmstrips (PNG), pairs.csv with every pair."""
+def write_report(out: Path, cfg: dict, world: pw.WorldConfig) -> Path | None:
+    """report.md with the tables, a per-frame error plot per arm and filmstrips (PNG), pairs.csv with every pair.
+    Arms not evaluated yet are left out (a paused run writes a partial report); None before the baselines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -645,7 +653,11 @@ def write_report(out: Path, cfg: dict, world: pw.WorldConfig, params: dict) -> P
 
     ev = cfg["eval"]
     sets = [(s, sp) for s in pw.SCENARIOS for sp in pw.splits_for(s) if sp in ev["splits"]]
+    if not all((out / "eval" / f"baseline__{n}.safetensors").is_file() for n in pw.BASELINES):
+        return None
     baselines = {n: _load_eval(out, f"baseline/{n}") for n in pw.BASELINES}
+    params = param_counts(cfg)
+    (out / "params.json").write_text(json.dumps(params, indent=1))
     lines = [f"# Physics world: does the PILA correction make generated motion more physical? (`{cfg['name']}`)", "",
              f"World {world.size}x{world.size}, {world.frames} frames, first {world.cond_frames} given; "
              f"{ev['n']} clips per scenario and split, {ev['steps']} Euler steps (shift {cfg['shift']}), the same clips "
@@ -658,11 +670,14 @@ def write_report(out: Path, cfg: dict, world: pw.WorldConfig, params: dict) -> P
     lines += ["", "Adapters count their own parameters; `finetune` counts the whole base it trains.", ""]
     csv = ["base,scenario,split,arm,comparator,diff,lo,hi,improved,n"]
     for base in cfg["bases"]:
-        arms = cfg["arms"]
+        arms = [a for a in cfg["arms"] if (out / "eval" / f"{base}__{a}.safetensors").is_file()]
+        missing = [a for a in cfg["arms"] if a not in arms]
         res = {a: _load_eval(out, f"{base}/{a}") for a in arms}
         cols = list(pw.BASELINES) + arms
         allres = {**baselines, **res}
         lines += [f"## Base `{base}` (trained on {', '.join(cfg['base_scenarios'][base])})", ""]
+        if missing:
+            lines += [f"**Partial report**: not evaluated yet: {', '.join(missing)}.", ""]
         if "base" in res:  # sanity: a base that cannot draw motion it was trained on leaves nothing to compare
             own = cfg["base_scenarios"][base][0]
             b_err = float(res["base"][f"{own}/id/blob/vel_err"].mean())
@@ -822,6 +837,7 @@ def main(argv=None) -> int:
         Run(cfg, out, time_budget=args.time_budget, stop_after=args.stop_after).run()
     except OutOfTime:
         status = "PAUSED"
+        write_report(out, cfg, world_config(cfg))  # what is evaluated so far (the base's sanity line first)
     if args.pack:
         prefix = Path(args.pack)
         parts = pack_state(out, prefix)
