@@ -201,6 +201,16 @@ def test_training_resumes_to_the_uninterrupted_result(tmp_path):
         torch.set_num_threads(threads)
     for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), k
+    # raising the step count later continues the finished phase: the same as the longer run from the start
+    cfg["base_train"].update(steps=8)
+    try:
+        longer = run.Run(cfg, tmp_path / "longer", log=lambda m: None).base_model("weak")
+        extended = run.Run(cfg, tmp_path / "whole", log=lambda m: None).base_model("weak")
+    finally:
+        torch.set_num_threads(threads)
+    for (k, a), (_, b) in zip(longer.state_dict().items(), extended.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert not torch.allclose(whole.state_dict()["net.proj_out.weight"], extended.state_dict()["net.proj_out.weight"])
 
 
 @pytest.mark.slow

@@ -366,16 +366,18 @@ class Run:
               step_offset: int = 0) -> nn.Module:
         """Train `model` for `steps` steps with AdamW (weight decay 0.01, gradient clip 0.5, SPEC section 7);
         `groups`: [{"params", "lr", "scale": step -> factor}] (lr constant after a linear warm-up, times scale).
-        loss_fn(step_global, step_local) -> (loss, logs). Resumes from and writes phases/<name>/."""
+        loss_fn(step_global, step_local) -> (loss, logs). Resumes from and writes phases/<name>/; the finished
+        model.safetensors keeps the optimizer, so raising `steps` later continues it (the lr is constant after the
+        warm-up, so that equals the longer run; evaluations already written are not redone)."""
         d = self.phase_dir("phases", name)
-        final = d / "model.safetensors"
-        if final.is_file():
-            load_training_state(final, model, None)
-            return model
+        final, ckpt, start = d / "model.safetensors", d / "state.safetensors", 0
         opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups], weight_decay=0.01)
-        ckpt, start = d / "state.safetensors", 0
-        if ckpt.is_file():
-            start = load_training_state(ckpt, model, opt)
+        source = final if final.is_file() else ckpt if ckpt.is_file() else None
+        if source is not None:
+            start = load_training_state(source, model, opt)
+            if start >= steps:
+                model.eval()
+                return model
             self.log(f"[{name}] resuming at step {start}/{steps}")
         model.train()
         params = [p for g in groups for p in g["params"]]
@@ -409,7 +411,7 @@ class Run:
                 logs_acc = {}
             if (step + 1) % self.cfg["ckpt_every"] == 0 and step + 1 < steps:
                 save_training_state(ckpt, model, opt, step + 1)
-        save_training_state(final, model, None, steps)
+        save_training_state(final, model, opt, steps)
         if ckpt.is_file():
             ckpt.unlink()
         model.eval()
