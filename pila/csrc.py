@@ -52,11 +52,12 @@ class CSRCConstants(nn.Module):
         for name, (lo, hi, default) in self.BOUNDS.items():
             v = float(init.get(name, default))
             assert lo < v < hi, f"{name} = {v} must lie strictly inside ({lo}, {hi})"
-            self.register_parameter(f"raw_{name}", nn.Parameter(torch.tensor(_logit((v - lo) / (hi - lo)))))
+            # stored as [1], not 0-dim: DeepSpeed's parameter broadcast views every parameter as bytes
+            self.register_parameter(f"raw_{name}", nn.Parameter(torch.tensor([_logit((v - lo) / (hi - lo))])))
 
     def value(self, name: str) -> Tensor:
         lo, hi, _ = self.BOUNDS[name]
-        return lo + (hi - lo) * torch.sigmoid(getattr(self, f"raw_{name}").float())
+        return (lo + (hi - lo) * torch.sigmoid(getattr(self, f"raw_{name}").float())).squeeze(0)  # a 0-dim value
 
     c_E = property(lambda self: self.value("c_E"))
     c_O = property(lambda self: self.value("c_O"))
