@@ -490,13 +490,16 @@ def _tensor_key(s: str) -> str:
     return s.replace("/", "_")
 
 
+DS_TAG = "ckpt"  # DeepSpeed's checkpoint folder name; not "latest", the name of DeepSpeed's own pointer file
+
+
 def save_checkpoint(path: Path, model: StageModel, opt: torch.optim.Optimizer, meta: dict, cfg: TrainConfig,
                     d: Dist, engine=None) -> None:
     """One safetensors file, written to a temp name and renamed: model, optimizer tensors, RNG states, and the
     JSON state (step, epoch, sampler position, optimizer param groups, python/numpy RNG scalars) in its metadata."""
     from safetensors.torch import save_file
     if engine is not None:  # DeepSpeed's own (sharded, torch.save) format; our state JSON beside it
-        engine.save_checkpoint(str(path.parent / "deepspeed"), tag="latest", client_state={"pila": meta})
+        engine.save_checkpoint(str(path.parent / "deepspeed"), tag=DS_TAG, client_state={"pila": meta})
         if d.main:
             _atomic_text(path.with_suffix(".json"), json.dumps(dict(meta, config=asdict(cfg))))
         return
@@ -722,7 +725,7 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     ckpt = sdir / "ckpt.safetensors"
     start = 0
     if engine is not None and ckpt.with_suffix(".json").is_file():
-        engine.load_checkpoint(str(sdir / "deepspeed"), tag="latest")
+        engine.load_checkpoint(str(sdir / "deepspeed"), tag=DS_TAG)
         start = json.loads(ckpt.with_suffix(".json").read_text())["step"]
     elif ckpt.is_file():
         meta = load_checkpoint(ckpt, model, opt, cfg)
