@@ -236,7 +236,7 @@ def _tiny_batch(B=2, t=3, h=8, w=8, text_dim=32):
 
 
 def test_stage_c_forward_matches_the_adapter_forward():
-    """StageModel spells adapter.forward out (to read its own routed bank for the mask); it must stay identical."""
+    """StageModel runs adapter.forward with the stage mask and CSRC labels; its loss is the one built by hand."""
     from pila import PILAAdapter
     torch.manual_seed(0)
     adapter = PILAAdapter(hidden=16, text_dim=32)

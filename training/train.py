@@ -47,7 +47,6 @@ import training  # noqa: F401  (torchvision shim before diffusers / transformers
 from pila import PILAAdapter, PILAConfig, load_adapter, save_adapter
 from pila import fd
 from pila.bank import ALL_PHASES, PHASES, SLOT_SLICES, active_slots
-from pila.condition import pool_text
 from pila.csrc import TERMS
 from pila.decoder import gate
 from pila.taxonomy import CATEGORIES, RECIPES
@@ -378,33 +377,32 @@ class StageModel(nn.Module):
         return loss + touch, logs
 
     def _stage_c(self, x_t, sigma, v, batch, knobs):
-        """adapter.forward (SPEC 3-6) spelled out, so that the physical mask can read this call's routed bank
-        and the CSRC labels can drop the samples above the sigma threshold while routing keeps their labels."""
+        """adapter.forward (SPEC 3-6) with the routed CSRC loss: the physical mask reads this call's routed bank,
+        and the CSRC labels drop the samples above the sigma threshold while routing keeps their labels."""
         a, cfg = self.adapter, self.adapter.config
         B = x_t.shape[0]
-        x0_hat, h, s_emb, scaffold = a.features(x_t, sigma, v)
-        bank, _ = a.afe(h, scaffold, active_phase=ALL_PHASES)
         y = batch["labels"].float()
-        pooled = pool_text(batch["phys"], batch["phys_mask"], batch=B, dim=cfg.text_dim).to(x_t.device)
-        c = a.condition(pooled, y, s_emb)
-        routing = a.router(c, y, top_k=cfg.top_k, prior_strength=cfg.prior_strength, temperature=cfg.temperature)
-        ex = a.experts(h, c, bank, routing.weights, routing.selected, keep_views=True)
-        dv = a.decoder(h, c, ex.refined, v.to(a.dtype))
-        dv = torch.nan_to_num(dv, nan=0.0, posinf=cfg.dv_clamp, neginf=-cfg.dv_clamp).clamp(-cfg.dv_clamp, cfg.dv_clamp)
-        mask = physical_mask(knobs["step"], boot_mask(v, x0_hat), routed_field_mask(ex.refined, routing.selected),
-                             boot_steps=knobs["boot_steps"], phys_steps=knobs["phys_steps"])
         below = (sigma.to(y.device) <= knobs["sigma_threshold"] + 1e-9).float()[:, None]
-        csrc_losses = a.residual_losses(ex.views, routing.weights, y * below, mask)
-        loss, logs = stage_c_loss(v, dv, batch["target"], sigma, csrc_losses["csrc"], lambda_phys=knobs["lambda_phys"],
+        masks = []
+
+        def mask_of(out):
+            masks.append(physical_mask(knobs["step"], boot_mask(v, out.x0_hat), routed_field_mask(out.refined, out.selected),
+                                       boot_steps=knobs["boot_steps"], phys_steps=knobs["phys_steps"]))
+            return masks[-1]
+
+        out = a(x_t, sigma, v, batch["phys"], batch["phys_mask"], y, compute_residuals=True, physical_mask=mask_of,
+                csrc_labels=y * below)
+        mask = masks[-1]
+        loss, logs = stage_c_loss(v, out.dv, batch["target"], sigma, out.losses["csrc"], lambda_phys=knobs["lambda_phys"],
                                   csrc_scale=knobs["csrc_scale"], penalty=knobs["penalty"], floor=cfg.gate_floor)
-        logs.update({k: v_ for k, v_ in csrc_losses.items() if k != "csrc"})
+        logs.update({k: v_ for k, v_ in out.losses.items() if k != "csrc"})
         logs["mask_mean"] = mask.mean().detach()
         logs["csrc_samples"] = below.mean().detach()
-        sel = torch.zeros(B, len(CATEGORIES), device=x_t.device).scatter_(1, routing.selected, 1.0) \
-            if routing.selected.numel() else torch.zeros(B, len(CATEGORIES), device=x_t.device)
+        sel = torch.zeros(B, len(CATEGORIES), device=x_t.device).scatter_(1, out.selected, 1.0) \
+            if out.selected.numel() else torch.zeros(B, len(CATEGORIES), device=x_t.device)
         for k, name in enumerate(CATEGORIES):
             logs[f"router_usage/{name}"] = sel[:, k].mean().detach()
-            logs[f"router_weight/{name}"] = routing.weights[:, k].mean().detach()
+            logs[f"router_weight/{name}"] = out.weights[:, k].mean().detach()
         return loss, logs
 
 
