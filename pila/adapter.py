@@ -16,7 +16,7 @@ from .afe import AFE
 from .bank import ALL_PHASES, active_slots, readout, slot_mask
 from .condition import ConditionEncoder, pool_text
 from .config import PILAConfig
-from .decoder import FlowDecoder
+from .decoder import FlowDecoder, sigma_per_sample
 from .encoder import Encoder, ScaffoldHead
 from .experts import ExpertBank
 from .router import Router
@@ -43,14 +43,6 @@ class PILAOutput:
     fields: dict[str, Tensor] = field(default_factory=dict)  # AFE's physical fields (active slots)
     x0_hat: Tensor | None = None  # [B, C, T, H, W]
     losses: dict[str, Tensor] = field(default_factory=dict)  # "csrc" (Eq. 7) + per-category terms
-
-
-def _sigma_vector(sigma: Tensor | float, batch: int, device) -> Tensor:
-    s = torch.as_tensor(sigma, dtype=torch.float32, device=device).flatten()
-    if s.numel() == 1:
-        s = s.expand(batch)
-    assert s.shape == (batch,), f"sigma must be a float or [B] = [{batch}], got {tuple(torch.as_tensor(sigma).shape)}"
-    return s
 
 
 class PILAAdapter(nn.Module):
@@ -98,7 +90,7 @@ class PILAAdapter(nn.Module):
         C = self.config.latent_channels
         assert x_t.ndim == 5 and x_t.shape[1] == C, f"x_t must be [B, {C}, T, H, W], got {tuple(x_t.shape)}"
         assert v.shape == x_t.shape, f"v {tuple(v.shape)} must match x_t {tuple(x_t.shape)}"
-        s = _sigma_vector(sigma, x_t.shape[0], x_t.device)
+        s = sigma_per_sample(sigma, x_t.shape[0], x_t.device)
         # Eq. 1: x0_hat = x_s - s v (sigma 1 = pure noise), formed in float32
         x0_hat = (x_t.float() - s.view(-1, 1, 1, 1, 1) * v.float()).to(self.dtype)
         h, s_emb = self.encoder(x0_hat, s.to(self.dtype))

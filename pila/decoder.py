@@ -28,11 +28,12 @@ class FlowDecoder(nn.Module):
         return self.out(self.block(F.silu(cat_conv1x1(self.proj, [h, c, refined, v]))))
 
 
-def _per_sample(sigma: Tensor | float, like: Tensor) -> Tensor:
-    s = torch.as_tensor(sigma, dtype=torch.float32, device=like.device)
-    if s.ndim == 0:
-        s = s.expand(like.shape[0])
-    assert s.shape == (like.shape[0],), f"sigma must be a float or [B] = [{like.shape[0]}], got {tuple(s.shape)}"
+def sigma_per_sample(sigma: Tensor | float, batch: int, device=None) -> Tensor:
+    """A float, `[1]` or `[B]` sigma (1 = pure noise) -> float32 `[B]` on `device`."""
+    s = torch.as_tensor(sigma, dtype=torch.float32, device=device).flatten()
+    if s.numel() == 1:
+        s = s.expand(batch)
+    assert s.shape == (batch,), f"sigma must be a float or [B] = [{batch}], got {tuple(torch.as_tensor(sigma).shape)}"
     return s
 
 
@@ -45,5 +46,5 @@ def apply_correction(v: Tensor, dv: Tensor, sigma: Tensor | float, strength: flo
                      floor: float = 0.05) -> Tensor:
     """v_phys = v + strength * gate(sigma) * dv, broadcast over `[B, C, T, H, W]` (SPEC section 1)."""
     assert v.shape == dv.shape, f"v {tuple(v.shape)} and dv {tuple(dv.shape)} must match"
-    g = gate(_per_sample(sigma, v), floor).view(-1, *([1] * (v.ndim - 1)))
+    g = gate(sigma_per_sample(sigma, v.shape[0], v.device), floor).view(-1, *([1] * (v.ndim - 1)))
     return v + (strength * g).to(v.dtype) * dv.to(v.dtype)
