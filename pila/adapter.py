@@ -16,15 +16,12 @@ from .afe import AFE
 from .bank import ALL_PHASES, active_slots, readout, slot_mask
 from .condition import ConditionEncoder, pool_text
 from .config import PILAConfig
+from .csrc import CSRCConstants, routed_csrc_loss
 from .decoder import FlowDecoder, sigma_per_sample
 from .encoder import Encoder, ScaffoldHead
 from .experts import ExpertBank
 from .router import Router
 
-try:  # CSRC (SPEC section 5) lives in its own module
-    from .csrc import CSRCConstants, routed_csrc_loss
-except ImportError:  # pragma: no cover - only while csrc.py is being written
-    CSRCConstants, routed_csrc_loss = None, None
 
 
 @dataclass
@@ -61,7 +58,7 @@ class PILAAdapter(nn.Module):
         self.router = Router(H, cfg.num_categories)
         self.experts = ExpertBank(H, groups=G, num_experts=cfg.num_categories)
         self.decoder = FlowDecoder(H, cfg.latent_channels, groups=G)
-        self.csrc = CSRCConstants() if CSRCConstants is not None else nn.Module()
+        self.csrc = CSRCConstants()  # learnable latent-scale constants of the residuals (SPEC section 5)
 
     # ---- helpers -------------------------------------------------------------------------------------------
     @property
@@ -165,8 +162,6 @@ class PILAAdapter(nn.Module):
     def residual_losses(self, views: dict[int, tuple[Tensor, Tensor]], weights: Tensor, labels: Tensor,
                         physical_mask: Tensor | None = None) -> dict[str, Tensor]:
         """Routed CSRC loss (Eq. 7) over the selected experts' views; "csrc" plus per-category entries."""
-        if routed_csrc_loss is None:
-            raise RuntimeError("pila.csrc is not available; CSRC residual losses cannot be computed")
         labelled = labels > 0.5  # experts no sample both selected and labelled contribute nothing (Eq. 7)
         fviews = {k: (idx, self.expert_fields(view)) for k, (idx, view) in views.items() if labelled[idx, k].any()}
         mask = None if physical_mask is None else physical_mask.float()
