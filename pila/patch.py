@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .condition import pool_text
-from .decoder import gate
+from .decoder import gate, sigma_per_sample
 from .steps import StepRange, parse_steps, step_of_sigma
 
 log = logging.getLogger("pila")
@@ -221,10 +221,7 @@ class FlowCorrection:
                 return x0
 
         B = x.shape[0]
-        s = sigma.to(device=x.device, dtype=torch.float32)
-        if s.numel() == 1 and B > 1:
-            s = s.expand(B)
-        assert s.shape == (B,), f"{self.name}: sigma must be one value per row [{B}], got {tuple(t.shape)}"
+        s = sigma_per_sample(sigma, B, x.device)
         s5 = s.view(B, 1, 1, 1, 1)
         live = s5 > SIGMA_MIN
         xf, x0f = x.float(), x0.float()
