@@ -14,7 +14,7 @@ import folder_paths
 from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
-from pila import CATEGORIES
+from pila.taxonomy import multi_hot
 from pila.patch import CorrectionSettings, FlowCorrection, PILAPatchError, Recorder, physics_condition
 
 log = logging.getLogger("pila")
@@ -73,7 +73,7 @@ class Labels:
     description: str
 
     def multi_hot(self) -> torch.Tensor:
-        return torch.tensor([1.0 if c in self.names else 0.0 for c in CATEGORIES])
+        return multi_hot(self.names)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from pila import CATEGORIES
+from pila.labels import PARSERS, parse
 
 from .common import CATEGORY, Labels, LabelsType
 
@@ -12,15 +13,6 @@ OVERRIDE = ["auto", "on", "off"]
 
 def override_id(category: str) -> str:
     return category.lower().replace(" ", "_")
-
-
-def parser_names() -> list[str]:
-    try:
-        import pila.labels as pl
-    except ImportError:
-        return ["default"]
-    names = list(getattr(pl, "PARSERS", None) or ["default"])
-    return names if "default" in names else ["default", *names]
 
 
 def apply_overrides(names: list[str], confidences: dict, overrides: dict[str, str]) -> tuple[list[str], dict]:
@@ -49,7 +41,7 @@ class PILAPhysicsLabelParser(io.ComfyNode):
             inputs=[
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The video prompt to analyse (the same text as the positive prompt)."),
-                io.Combo.Input("parser", options=parser_names(), default="default",
+                io.Combo.Input("parser", options=list(PARSERS), default="default",
                                tooltip="default: offline lexicon + rules, no download. llm: a local instruction "
                                "LLM (transformers) from 'llm_model_dir'; falls back to the rules if its answer is invalid."),
                 *[io.Combo.Input(override_id(c), options=OVERRIDE, default="auto",
@@ -67,10 +59,6 @@ class PILAPhysicsLabelParser(io.ComfyNode):
 
     @classmethod
     def execute(cls, prompt: str, parser: str = "default", llm_model_dir: str = "", **overrides) -> io.NodeOutput:
-        try:
-            from pila.labels import parse
-        except ImportError as e:  # pragma: no cover - depends on the installed PILA
-            raise RuntimeError(f"PILA's label parser (pila.labels) is not available: {e}. Update the PILA pack.") from e
         kw = {"model_dir": llm_model_dir.strip()} if parser != "default" and llm_model_dir.strip() else {}
         r = parse(prompt, parser=parser, **kw)
         names, conf = apply_overrides(list(r.labels), dict(r.confidences), overrides)
