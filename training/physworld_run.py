@@ -566,7 +566,7 @@ class Run:
         """Euler from sigma 1 to 0 on the shifted schedule; condition frames clean at every call."""
         ev, c, k = self.cfg["eval"], self.world.cond_frames, self.cfg["shift"]
         t = torch.linspace(1, 0, ev["steps"] + 1)
-        sig = (k * t / (1 + (k - 1) * t)).tolist()
+        sig = T.shift_sigma(t, k).tolist()
         outs = []
         for i in range(0, len(clips), ev["batch"]):
             x0 = clips.video[i:i + ev["batch"]].to(self.device)

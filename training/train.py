@@ -177,6 +177,11 @@ def _parse(val: str, default):
 
 # =========================================================================================== stage losses
 
+def shift_sigma(s: Tensor, shift: float = 5.0) -> Tensor:
+    """The time shift of Wan / SD3 flow sampling: sigma = shift s / (1 + (shift - 1) s) (1 = pure noise)."""
+    return shift * s / (1 + (shift - 1) * s)
+
+
 def sample_sigma(n: int, f: float = 0.0, *, shift: float = 5.0, generator: torch.Generator | None = None) -> Tensor:
     """SPEC section 7: i uniform in {floor(f * 1000) .. 999}, s = 1 - i / 1000, sigma = shift s / (1 + (shift - 1) s).
 
@@ -184,7 +189,7 @@ def sample_sigma(n: int, f: float = 0.0, *, shift: float = 5.0, generator: torch
     lo = int(math.floor(f * 1000 + 1e-9))
     i = torch.randint(lo, 1000, (n,), generator=generator)
     s = 1 - i.double() / 1000
-    return (shift * s / (1 + (shift - 1) * s)).float()
+    return shift_sigma(s, shift).float()
 
 
 def jacobian(u: Tensor) -> Tensor:
