@@ -6,7 +6,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+DATA = ROOT / "data"  # the data the project ships (data/README.md: sources and licences)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -14,7 +14,15 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture
+def data_dir() -> Path:
+    """The repository's `data/` folder (prompt sets, the WISA-80K annotation example)."""
+    assert DATA.is_dir(), f"data/ is missing from the repository at {DATA}"
+    return DATA
+
+
+@pytest.fixture
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"../shared not found beside the repository at {SHARED}")
-    return SHARED
+    """Older name: the repository root, so that `shared_dir / "data" / NAME` reads the shipped `data/NAME`.
+    New tests use `data_dir`."""
+    assert DATA.is_dir(), f"data/ is missing from the repository at {DATA}"
+    return ROOT
