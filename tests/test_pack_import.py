@@ -40,3 +40,37 @@ def test_root_package_imports_without_comfyui():
     # without ComfyUI the entry point fails cleanly on the missing ComfyUI module, not deep inside PILA
     assert out["entry_error"] and "comfy" in out["entry_error"], out
     assert out["after_pila"] == [], f"pila.patch & co. must not need ComfyUI: {out['after_pila']}"
+
+
+STALE = r"""
+import asyncio, importlib.util, json, sys
+sys.path.insert(0, STALE_DIR)  # a stale `pila` first on the path, as a leftover pip install would be
+if PREIMPORT:
+    import pila as stale
+    assert stale.STALE
+spec = importlib.util.spec_from_file_location("comfyui_pila", ROOT + "/__init__.py", submodule_search_locations=[ROOT])
+mod = importlib.util.module_from_spec(spec)
+sys.modules["comfyui_pila"] = mod
+spec.loader.exec_module(mod)
+try:
+    asyncio.run(mod.comfy_entrypoint())
+except ImportError:
+    pass  # no ComfyUI here: the nodes cannot import, the library has been loaded by then
+import pila, pila.patch
+print(json.dumps({"pila": pila.__file__, "patch": pila.patch.__file__, "stale": hasattr(pila, "STALE")}))
+"""
+
+
+def test_the_bundled_pila_wins_over_a_stale_installed_one(tmp_path):
+    stale = tmp_path / "site" / "pila"
+    stale.mkdir(parents=True)
+    (stale / "__init__.py").write_text("STALE = True\n")
+    (stale / "patch.py").write_text("raise ImportError('the stale copy was used')\n")
+    for preimport in (False, True):
+        code = f"ROOT = {str(ROOT)!r}\nSTALE_DIR = {str(stale.parent)!r}\nPREIMPORT = {preimport}\n" + STALE
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+        assert r.returncode == 0, r.stderr[-3000:]
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert not out["stale"], out
+        assert Path(out["pila"]).resolve() == (ROOT / "pila" / "__init__.py").resolve(), out
+        assert Path(out["patch"]).resolve() == (ROOT / "pila" / "patch.py").resolve(), out
