@@ -1,9 +1,12 @@
 """The pack's root package imports without ComfyUI and without importing any ComfyUI module (pytest collection
 and pip must work on a machine with no ComfyUI)."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,3 +77,22 @@ def test_the_bundled_pila_wins_over_a_stale_installed_one(tmp_path):
         assert not out["stale"], out
         assert Path(out["pila"]).resolve() == (ROOT / "pila" / "__init__.py").resolve(), out
         assert Path(out["patch"]).resolve() == (ROOT / "pila" / "patch.py").resolve(), out
+
+
+def requirements(path: Path) -> list[str]:
+    lines = [ln.split("#", 1)[0].strip() for ln in path.read_text().splitlines()]
+    return [ln for ln in lines if ln]
+
+
+def test_requirements_never_touch_torch_and_match_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    reqs = requirements(ROOT / "requirements.txt")
+    names = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in reqs}
+    assert not names & {"torch", "torchvision", "torchaudio"}, f"requirements.txt must not list torch: {reqs}"
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert sorted(meta["project"]["dependencies"]) == sorted(reqs), \
+        "pyproject's [project] dependencies and requirements.txt are the same runtime list"
+    comfy = meta["tool"]["comfy"]
+    assert {"PublisherId", "DisplayName", "Icon", "requires-comfyui"} <= set(comfy), comfy
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["project"]["version"]), "the Registry needs a semver version"
+    assert "comfyui" not in meta["project"]["name"].lower(), "the Registry advises a name without 'ComfyUI'"
