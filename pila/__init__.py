@@ -1,4 +1,4 @@
-"""PILA: Physics-Informed Latent Alignment, a flow-correction adapter for Wan video models (see ../shared/SPEC.md).
+"""PILA: Physics-Informed Latent Alignment, a flow-correction adapter for Wan video models (docs/method.md).
 
 Pure PyTorch; nothing here imports ComfyUI, diffusers or training code.
 """

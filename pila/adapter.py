@@ -1,4 +1,4 @@
-"""PILAAdapter: encoder -> AFE bank -> routed experts refine the bank -> decoder -> dv (SPEC sections 1-4, 6).
+"""PILAAdapter: encoder -> AFE bank -> routed experts refine the bank -> decoder -> dv (docs/method.md §1-4, §6).
 
 Conventions: latents `[B, C, T, H, W]` (C = 16 for Wan 2.1/2.2, 3 for a pixel-space toy world); sigma in
 [0, 1] with 1 = pure noise, `x_s = (1 - s) x0 + s noise`, so `x0_hat = x_s - s v` (Eq. 1). The adapter
@@ -58,7 +58,7 @@ class PILAAdapter(nn.Module):
         self.router = Router(H, cfg.num_categories)
         self.experts = ExpertBank(H, groups=G, num_experts=cfg.num_categories)
         self.decoder = FlowDecoder(H, cfg.latent_channels, groups=G)
-        self.csrc = CSRCConstants()  # learnable latent-scale constants of the residuals (SPEC section 5)
+        self.csrc = CSRCConstants()  # learnable latent-scale constants of the residuals (docs/method.md §5)
 
     # ---- helpers -------------------------------------------------------------------------------------------
     @property
@@ -70,7 +70,7 @@ class PILAAdapter(nn.Module):
         return self.decoder.out.weight.device
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Named parameter groups for the training stages (SPEC section 7)."""
+        """Named parameter groups for the training stages (docs/method.md §7)."""
         return {
             "encoder": [*self.encoder.parameters(), *self.scaffold.parameters()],  # E, scaffold, sigma MLP
             "u_head": list(self.afe.u_head.parameters()),
@@ -83,7 +83,7 @@ class PILAAdapter(nn.Module):
         }
 
     def features(self, x_t: Tensor, sigma: Tensor | float, v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(x0_hat, h, sigma embedding, scaffold): the part Stage A trains (SPEC section 7)."""
+        """(x0_hat, h, sigma embedding, scaffold): the part Stage A trains (docs/method.md §7)."""
         C = self.config.latent_channels
         assert x_t.ndim == 5 and x_t.shape[1] == C, f"x_t must be [B, {C}, T, H, W], got {tuple(x_t.shape)}"
         assert v.shape == x_t.shape, f"v {tuple(v.shape)} must match x_t {tuple(x_t.shape)}"
@@ -100,7 +100,7 @@ class PILAAdapter(nn.Module):
                 exclude: Iterable[str | int] = (), active_phase: int = ALL_PHASES, return_aux: bool = False,
                 compute_residuals: bool = False, physical_mask: Tensor | Callable[[PILAOutput], Tensor] | None = None,
                 csrc_labels: Tensor | None = None) -> Tensor | PILAOutput:
-        """One correction (SPEC sections 1, 3, 4, 6).
+        """One correction (docs/method.md §1, §3, §4, §6).
 
         x_t, v: `[B, C, T, H, W]` noisy latent and the frozen backbone's velocity; sigma: float or `[B]`
         (1 = pure noise). text_states: `[B or 1, L, text_dim]` physics-description states (pooled here over
@@ -114,7 +114,7 @@ class PILAAdapter(nn.Module):
         compute_residuals fills `losses` with the routed CSRC loss (Eq. 7) on physical_mask
         (`[B, 1, T, H, W]`, None = ones, or a function of this call's PILAOutput that returns it, for masks
         built from the routed bank); csrc_labels (default: labels) are the labels the loss uses, e.g. with the
-        samples above a sigma threshold zeroed while routing still sees their labels (SPEC section 7)."""
+        samples above a sigma threshold zeroed while routing still sees their labels (docs/method.md §7)."""
         cfg = self.config
         B = x_t.shape[0]
         x0_hat, h, s_emb, scaffold = self.features(x_t, sigma, v)
@@ -154,7 +154,7 @@ class PILAAdapter(nn.Module):
         return out
 
     def expert_fields(self, view: Tensor) -> dict[str, Tensor]:
-        """An expert's view B + dB_k -> its physical readout in float32, u from u_head (SPEC sections 2, 5)."""
+        """An expert's view B + dB_k -> its physical readout in float32, u from u_head (docs/method.md §2, §5)."""
         f = readout(view)
         f["u"] = self.afe.u_head(view)
         return {k: t.float() for k, t in f.items()}

@@ -1,4 +1,4 @@
-"""Anchored field estimation (AFE): scaffold + feature h -> the physical attribute bank (SPEC section 3).
+"""Anchored field estimation (AFE): scaffold + feature h -> the physical attribute bank (docs/method.md §3).
 
 Kinematic anchor first (u from the scaffold's u slot), then descriptors of u (div, curl, strain), then the
 constructors, each a 1x1x1 MLP of named inputs. Fields are `[B, c, T, H, W]`, vectors x (= W) first;
@@ -16,7 +16,7 @@ from .encoder import cat_conv1x1, conv1x1
 
 
 def integrate_displacement(u: Tensor) -> Tensor:
-    """Trapezoidal time integral of u anchored at the middle frame m = T // 2 (SPEC section 3).
+    """Trapezoidal time integral of u anchored at the middle frame m = T // 2 (docs/method.md §3).
 
     `d[m] = 0`, `d[t+1] = d[t] + (u[t] + u[t+1]) / 2` forward, and the mirror backward. Exact for velocities
     linear in time. Computed in float32 (a running sum), returned in u's dtype. T = 1 gives d = 0."""
@@ -34,7 +34,7 @@ def integrate_displacement(u: Tensor) -> Tensor:
 
 
 def stress_closure(p: Tensor, eps: Tensor, *, mu: float = 1.0, lam: float = 1.0) -> Tensor:
-    """sigma = -p I + 2 mu eps + lam tr(eps) I, in the `[xx, xy, xy, yy]` layout (SPEC section 3)."""
+    """sigma = -p I + 2 mu eps + lam tr(eps) I, in the `[xx, xy, xy, yy]` layout (docs/method.md §3)."""
     assert eps.shape[1] == 4 and p.shape[1] == 1, f"need p [B,1,...] and eps [B,4,...], got {p.shape}, {eps.shape}"
     exx, exy, eyx, eyy = eps.unbind(dim=1)
     tr, p = exx + eyy, p[:, 0]
@@ -71,7 +71,7 @@ class UHead(nn.Module):
 
 
 class AFE(nn.Module):
-    """(h, scaffold) -> AFE bank `[B, 32, T, H, W]` plus its physical fields (SPEC section 3).
+    """(h, scaffold) -> AFE bank `[B, 32, T, H, W]` plus its physical fields (docs/method.md §3).
 
     Only the slots of `active_phase` (bank.active_slots) are constructed; the others are zero in the bank
     (staged recovery, "only-u" policy). The u slot keeps the raw 4-channel scaffold so that u_head can read

@@ -1,4 +1,4 @@
-"""The physical attribute bank: a versioned 32-channel contract of 10 slots (SPEC section 2).
+"""The physical attribute bank: a versioned 32-channel contract of 10 slots (docs/method.md §2).
 
 Layout: every bank is `[B, 32, T, H, W]` in the Wan 2.1 latent grid; vector fields store x (= W) first.
 Slots keep their channel widths even when the physical quantity is narrower: scalars are repeated,
@@ -53,7 +53,7 @@ def _slices() -> dict[str, slice]:
 
 SLOT_SLICES: dict[str, slice] = _slices()
 
-# staged recovery, "only-u" policy (SPEC section 3): phase i activates PHASES[i] on top of the earlier ones
+# staged recovery, "only-u" policy (docs/method.md §3): phase i activates PHASES[i] on top of the earlier ones
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("u", "p", "rho", "eps", "sigma", "d")),
     ("alpha", ("alpha",)),
@@ -135,7 +135,7 @@ def pack(fields: dict[str, Tensor], *, like: Tensor | None = None, active: tuple
 
 
 def readout(bank: Tensor) -> dict[str, Tensor]:
-    """Raw bank -> physical fields for residuals (SPEC section 2, 'readout' column).
+    """Raw bank -> physical fields for residuals (docs/method.md §2, 'readout' column).
 
     d, j: mean of the two (x, y) copies -> 2 ch; p, rho, T, alpha, psi: channel mean -> 1 ch;
     eps, sigma: all 4 ch; u: the 4-ch scaffold (the adapter's u_head turns it into (ux, uy)).

@@ -1,4 +1,4 @@
-"""Environment shims for running next to ComfyUI (see ../shared/COMFYUI.md). Nothing here imports ComfyUI.
+"""Environment shims for running next to ComfyUI. Nothing here imports ComfyUI.
 
 PyPI only ships CUDA builds of torchvision. On a CPU-only torch, `import torchvision` then fails with
 "operator torchvision::nms does not exist" because its Python side registers fake kernels for ops its

@@ -1,4 +1,4 @@
-"""The condition vector c (SPEC section 4, **ours**): c = MLP([pool(text states), y]) + sigma_mlp(s)."""
+"""The condition vector c (docs/method.md §4, **ours**): c = MLP([pool(text states), y]) + sigma_mlp(s)."""
 from __future__ import annotations
 
 import torch

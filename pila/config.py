@@ -1,4 +1,4 @@
-"""PILAConfig: every architecture default of SPEC sections 1, 3, 4 and 6 in one place, saved in adapter files."""
+"""PILAConfig: every architecture default of docs/method.md §1, §3, §4, §6 in one place, saved in adapter files."""
 from __future__ import annotations
 
 import json

@@ -1,11 +1,11 @@
-"""Category-specific residual constraints (CSRC): per-category losses and the routed loss (SPEC section 5).
+"""Category-specific residual constraints (CSRC): per-category losses and the routed loss (docs/method.md §5).
 
 A category's loss is the sum of its terms with weight 1 (Eq. 6); the routed loss (Eq. 7) sums, per sample, the
 losses of the experts that are both selected by the router and labelled, weighted by the router weights
 renormalised over that set, and averages over the samples that have at least one such expert. Everything runs
 in fp32 whatever the input dtype.
 
-Fields (readouts of `B + dB_k`, SPEC section 2): d, u, j `[n, 2, T, H, W]` (x first); p, rho, T, alpha, psi
+Fields (readouts of `B + dB_k`, docs/method.md §2): d, u, j `[n, 2, T, H, W]` (x first); p, rho, T, alpha, psi
 `[n, 1, T, H, W]`; eps, sigma `[n, 4, T, H, W]` = `[xx, xy, xy, yy]`.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _logit(x: float) -> float:
 
 
 class CSRCConstants(nn.Module):
-    """Learnable latent-scale constants, each `lo + (hi - lo) * sigmoid(raw)` (SPEC section 5, trained in Stage C).
+    """Learnable latent-scale constants, each `lo + (hi - lo) * sigmoid(raw)` (docs/method.md §5, trained in Stage C).
 
     c_E, c_O in [0.25, 4] (init 1): elastic / optical wave speeds; nu, a_P, a_T in [0, 0.5] (init 1e-3): viscosity,
     phase and thermal diffusivities; kappa in [0.1, 10] (init 1): acoustic stiffness; L in [-2, 2] (init 0):
@@ -77,7 +77,7 @@ class CSRCConstants(nn.Module):
 
 Term = Callable[[dict[str, Tensor], CSRCConstants, "Tensor | None"], Tensor]
 
-# term name -> (fields it reads, its residual); table order of SPEC section 5
+# term name -> (fields it reads, its residual); table order of docs/method.md §5
 TERMS: dict[str, tuple[tuple[str, ...], Term]] = {
     # Rigid Body
     "rigid_kinematic": (("d", "u"), lambda f, c, m: R.rigid_kinematic(f["d"], f["u"], mask=m)),
@@ -165,7 +165,7 @@ def _fp32_fields(fields: dict[str, Tensor], names) -> dict[str, Tensor]:
 
 def category_terms(category: str | int, fields: dict[str, Tensor], *, consts: CSRCConstants,
                    mask: Tensor | None = None) -> dict[str, Tensor]:
-    """{term name: per-sample loss [n]} for one category (SPEC section 5, fp32)."""
+    """{term name: per-sample loss [n]} for one category (docs/method.md §5, fp32)."""
     category = _category(category)
     f = _fp32_fields(fields, category_fields(category))
     m = None if mask is None else mask.float()

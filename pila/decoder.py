@@ -1,4 +1,4 @@
-"""Attribute-to-flow decoder and the sigma gate (SPEC sections 1 and 6, Eqs. 9-10).
+"""Attribute-to-flow decoder and the sigma gate (docs/method.md §1 and §6, Eqs. 9-10).
 
 sigma is the flow-matching noise level, 1 = pure noise; latents are `[B, C, T, H, W]`.
 """
@@ -44,7 +44,7 @@ def gate(sigma: Tensor | float, floor: float = 0.05) -> Tensor | float:
 
 def apply_correction(v: Tensor, dv: Tensor, sigma: Tensor | float, strength: float = 1.0,
                      floor: float = 0.05) -> Tensor:
-    """v_phys = v + strength * gate(sigma) * dv, broadcast over `[B, C, T, H, W]` (SPEC section 1)."""
+    """v_phys = v + strength * gate(sigma) * dv, broadcast over `[B, C, T, H, W]` (docs/method.md §1)."""
     assert v.shape == dv.shape, f"v {tuple(v.shape)} and dv {tuple(dv.shape)} must match"
     g = gate(sigma_per_sample(sigma, v.shape[0], v.device), floor).view(-1, *([1] * (v.ndim - 1)))
     return v + (strength * g).to(v.dtype) * dv.to(v.dtype)

@@ -1,6 +1,6 @@
-"""Physical encoder E and the pre-AFE scaffold head (SPEC section 3).
+"""Physical encoder E and the pre-AFE scaffold head (docs/method.md §3).
 
-Latents are `[B, C, T, H, W]`; sigma is the flow-matching noise level in [0, 1] (1 = pure noise, SPEC section 1).
+Latents are `[B, C, T, H, W]`; sigma is the flow-matching noise level in [0, 1] (1 = pure noise, docs/method.md §1).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class ResBlock3d(nn.Module):
     """conv3 -> GroupNorm -> SiLU -> conv3 -> GroupNorm, plus a 1x1x1 shortcut when widths differ, then SiLU.
 
     The norms act on the block's output width, so any input width (16 Wan channels, 3 pixel channels) works.
-    Padding 1 on every axis keeps T = 1 and tiny H, W valid (SPEC section 3)."""
+    Padding 1 on every axis keeps T = 1 and tiny H, W valid (docs/method.md §3)."""
 
     def __init__(self, dim_in: int, dim_out: int, *, groups: int = 8):
         super().__init__()
@@ -52,7 +52,7 @@ class SigmaMLP(nn.Module):
 class Encoder(nn.Module):
     """E: (x0_hat `[B, C, T, H, W]`, sigma `[B]`) -> (h `[B, hidden, T, H, W]`, sigma embedding `[B, hidden]`).
 
-    A residual block C -> hidden, then three hidden -> hidden (SPEC section 3); the sigma MLP's embedding is
+    A residual block C -> hidden, then three hidden -> hidden (docs/method.md §3); the sigma MLP's embedding is
     added to h after the last block and returned for the condition vector c."""
 
     def __init__(self, latent_channels: int = 16, hidden: int = 128, *, groups: int = 8, depth: int = 4):
@@ -73,7 +73,7 @@ class Encoder(nn.Module):
 
 
 class ScaffoldHead(nn.Module):
-    """1x1x1 convs hidden -> hidden -> 32: the pre-AFE scaffold in the bank layout (SPEC section 3)."""
+    """1x1x1 convs hidden -> hidden -> 32: the pre-AFE scaffold in the bank layout (docs/method.md §3)."""
 
     def __init__(self, hidden: int = 128):
         super().__init__()

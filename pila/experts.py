@@ -1,4 +1,4 @@
-"""Operator experts: one per physical category, each allowed to change only its recipe's slots (SPEC section 4).
+"""Operator experts: one per physical category, each allowed to change only its recipe's slots (docs/method.md §4).
 
 `dB_k = mask_k * O_k([h, broadcast(c), B])`, O_k = 1x1x1 conv (2H + 32 -> H), SiLU, a 3D residual block,
 1x1x1 conv H -> 32. Only the selected experts run, each on the samples that selected it; the refined bank

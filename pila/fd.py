@@ -1,4 +1,4 @@
-"""Central finite differences on `[B, C, T, H, W]` fields (SPEC section 3).
+"""Central finite differences on `[B, C, T, H, W]` fields (docs/method.md §3).
 
 Conventions: dim 2 is time (step 1 latent frame), dim 3 is y (= H), dim 4 is x (= W), spatial step 1 latent
 pixel. Vector fields are `[B, 2, ...]` with channel 0 = x. Every operator returns a tensor of the input's

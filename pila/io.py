@@ -1,5 +1,5 @@
 """Adapter files: safetensors only (never pickle), with the config, bank contract and format version in the
-metadata (SPEC section 2). Every bad file is a ValueError that names the file, the mismatch and what to do.
+metadata (docs/method.md §2). Every bad file is a ValueError that names the file, the mismatch and what to do.
 """
 from __future__ import annotations
 

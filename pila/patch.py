@@ -1,10 +1,10 @@
-"""The per-model-call flow correction, as a wrapper around a denoiser call (SPEC sections 1, 4, 8).
+"""The per-model-call flow correction, as a wrapper around a denoiser call (docs/method.md §1, §4, §8).
 
 Pure PyTorch: ComfyUI's APPLY_MODEL wrapper signature is mirrored but nothing here imports ComfyUI, so the
 logic is tested without it. Conventions: latents `[B, C, T, H, W]`; sigma per batch row, 1 = pure noise; the
 wrapped executor returns the clean estimate `x0 = x - sigma * v` (Eq. 1), so `v = (x - x0) / sigma` and the
 corrected field `v_phys = v + strength * gate(sigma) * dv` (Eq. 10) gives `x0_phys = x0 - sigma * strength *
-gate(sigma) * dv`. Both CFG rows get the same physics condition (SPEC section 4: the uncond row's own
+gate(sigma) * dv`. Both CFG rows get the same physics condition (docs/method.md §4: the uncond row's own
 cross-attention text is the negative prompt and must not be used).
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ class PILAPatchError(ValueError):
 
 @dataclass
 class CorrectionSettings:
-    """Inference knobs (SPEC section 8); None means "the adapter's config default"."""
+    """Inference knobs (docs/method.md §8); None means "the adapter's config default"."""
 
     strength: float = 1.0
     gate_floor: float = 0.05

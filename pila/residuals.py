@@ -1,11 +1,11 @@
-"""The residual terms of the category-specific residual constraints (CSRC, SPEC section 5).
+"""The residual terms of the category-specific residual constraints (CSRC, docs/method.md §5).
 
 Each term is a plain function of named physical fields that returns a per-sample loss `[B]`.
 Conventions: fields are `[B, c, T, H, W]` in latent units (step 1 latent pixel, 1 latent frame); vectors are
 `[B, 2, ...]` with x (= W) first; tensors are `[B, 4, ...]` = `[xx, xy, xy, yy]` (so the channel sum of squares
-is the Frobenius norm). Every derivative comes from `pila.fd` (SPEC section 3).
+is the Frobenius norm). Every derivative comes from `pila.fd` (docs/method.md §3).
 
-Reduction (SPEC section 5): a masked mean `sum(M |r|^2) / sum(M)`, `|r|^2` summed over channels, where
+Reduction (docs/method.md §5): a masked mean `sum(M |r|^2) / sum(M)`, `|r|^2` summed over channels, where
 `M = physical mask x fd.interior_mask` (2 cells skipped at each spatial edge, the first/last frame skipped only
 when the term differentiates in time) and M is detached. A sample whose `sum(M) == 0` gets 0, so T = 1 and tiny
 H, W never crash: terms that cannot be formed contribute nothing.
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from . import fd
 
-SPACE = 2  # spatial edge cells skipped by every term (SPEC section 3)
+SPACE = 2  # spatial edge cells skipped by every term (docs/method.md §3)
 DELTA = 1e-8  # closure denominators (fields are O(0.01..1) in latent units)
 TINY = 1e-20  # scale-free ratios (bounded gradient): far below any field's squared magnitude in fp32
 RHO_FLOOR = 1e-4  # density positivity floor of the Fluid stabiliser
@@ -62,7 +62,7 @@ def masked_mean(x: Tensor, m: Tensor) -> Tensor:
 
 
 def masked_sq(r: Tensor, m: Tensor) -> Tensor:
-    """The SPEC section 5 reduction `sum(M |r|^2) / sum(M)`, `[B]`."""
+    """The docs/method.md §5 reduction `sum(M |r|^2) / sum(M)`, `[B]`."""
     return masked_mean(r.square(), m)
 
 
@@ -80,7 +80,7 @@ def _frames(m: Tensor) -> Tensor:
 
 def closure(a: Tensor, b: Tensor, *, mask: Mask = None, k_lo: float | None = None, k_hi: float = K_HI,
             signed: bool = False, time: int = 0) -> Tensor:
-    """Scale-free closure `L_C(a, b) = |a - k b|^2_M / (|a|^2_M + delta)` (SPEC section 5).
+    """Scale-free closure `L_C(a, b) = |a - k b|^2_M / (|a|^2_M + delta)` (docs/method.md §5).
 
     `k = clamp(<a, b>_M / (<b, b>_M + delta), k_lo, k_hi)`; `k_lo` defaults to 0 (k >= 0) or to `-k_hi` when
     `signed`. Inner products sum over channels (Frobenius for tensors). `time = 1` when a or b holds a time
@@ -99,7 +99,7 @@ def closure(a: Tensor, b: Tensor, *, mask: Mask = None, k_lo: float | None = Non
 
 
 def bounded_gradient(f: Tensor, *, mask: Mask = None, factor: float = 3.0) -> Tensor:
-    """Bounded-gradient prior `relu(|grad f| - 3 median|grad f|)^2 / mean(|grad f|^2)` (SPEC section 5).
+    """Bounded-gradient prior `relu(|grad f| - 3 median|grad f|)^2 / mean(|grad f|^2)` (docs/method.md §5).
 
     The median is taken over the pixels where M > 0 and detached; numerator and denominator are masked means,
     so the prior is scale-free: a spike costs the same at any amplitude, a smooth field costs 0."""
@@ -316,7 +316,7 @@ def optical_support(psi: Tensor, alpha: Tensor, *, mask: Mask = None) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- the 29 terms by name
-# SPEC section 5's table, one name per term (shared relations are the same function under each category's name)
+# the table of docs/method.md §5, one name per term (shared relations are the same function under each category's name)
 rigid_strain = strain_norm
 rigid_stress_closure = stress_closure
 rigid_strain_rate = strain_rate_norm

@@ -1,4 +1,4 @@
-"""Label-prior masked expert routing, LPMER (SPEC section 4).
+"""Label-prior masked expert routing, LPMER (docs/method.md §4).
 
 `l = MLP(c)`, `l' = l + lambda * y`, excluded experts get -inf, keep the top-k of l', and weight the kept
 experts by `softmax(l'[topk] / tau)` (renormalised over the selected ones only).

@@ -1,4 +1,4 @@
-"""Denoising-step ranges for the correction (SPEC section 8): "all", "1-10,21-30", "5", "40-".
+"""Denoising-step ranges for the correction (docs/method.md §8): "all", "1-10,21-30", "5", "40-".
 
 Steps count denoising steps 1..N of one sampling run (not model calls: a multi-stage sampler calls the model
 several times inside one step, and CFG rows share one call). The current step is found from the run's sigma

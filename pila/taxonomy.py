@@ -1,4 +1,4 @@
-"""The 8 physical categories and the bank slots each category's expert may change (SPEC section 4)."""
+"""The 8 physical categories and the bank slots each category's expert may change (docs/method.md §4)."""
 from __future__ import annotations
 
 from collections.abc import Iterable

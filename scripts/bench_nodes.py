@@ -1,4 +1,4 @@
-"""Per-step overhead of the PILA ComfyUI patch, measured inside real ComfyUI sampling (SPEC section 8).
+"""Per-step overhead of the PILA ComfyUI patch, measured inside real ComfyUI sampling (docs/method.md §8).
 
     python scripts/bench_nodes.py                       # tiny Wan + reduced Wan 2.1 1.3B architecture, CPU or GPU
     python scripts/bench_nodes.py --sizes reduced --layers 30 --latent 21,60,104 --steps 10   # a full 1.3B step on a GPU
@@ -14,7 +14,7 @@ Host-device transfers: a TorchFunctionMode counts, per denoising step, the calls
 device or make the host wait for the device on a GPU (.item, .tolist, .cpu, .numpy, bool/int/float of a tensor,
 nonzero, cross-device .to/copy_, tensors built from host data on a device). On a CPU run these are the calls that
 *would* be transfers on a GPU. The patch's own target is 0 extra; the adapter's data-dependent expert dispatch
-(only the selected experts run, SPEC section 4) needs one read of the routing per call.
+(only the selected experts run, docs/method.md §4) needs one read of the routing per call.
 
 The last lines are `Name: value` pairs. Needs a ComfyUI checkout ($COMFYUI_PATH or ~/ComfyUI).
 """
@@ -243,7 +243,7 @@ def main():
     ap.add_argument("--layers", type=int, default=None, help="layers of the reduced 1.3B architecture "
                     "(default 4 on CPU, 30 on a GPU)")
     ap.add_argument("--latent", default=None, help="T,H,W of the reduced run (default 3,16,16 on CPU, 21,60,104 on a GPU)")
-    ap.add_argument("--hidden", type=int, default=128, help="adapter width (SPEC default 128)")
+    ap.add_argument("--hidden", type=int, default=128, help="adapter width (default 128, docs/method.md §3)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="backbone weights dtype")
     args = ap.parse_args()
     setup_comfyui(args.comfyui)

@@ -1,4 +1,4 @@
-"""PILAAdapter end to end (SPEC sections 1, 3, 4, 6): zero init, gradients, dtypes, batches, tiny grids."""
+"""PILAAdapter end to end (docs/method.md §1, §3, §4, §6): zero init, gradients, dtypes, batches, tiny grids."""
 import pytest
 import torch
 from torch.nn import functional as F

@@ -1,4 +1,4 @@
-"""AFE (SPEC section 3): displacement integral, stress closure, constructors' ranges, staged recovery."""
+"""AFE (docs/method.md §3): displacement integral, stress closure, constructors' ranges, staged recovery."""
 import pytest
 import torch
 

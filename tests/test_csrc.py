@@ -1,4 +1,4 @@
-"""CSRC constants, per-category evaluation (Eq. 6) and the routed loss (Eq. 7), SPEC section 5."""
+"""CSRC constants, per-category evaluation (Eq. 6) and the routed loss (Eq. 7), docs/method.md §5."""
 import math
 
 import pytest

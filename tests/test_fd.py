@@ -1,4 +1,4 @@
-"""Finite-difference operators (SPEC section 3) against analytic derivatives of smooth fields.
+"""Finite-difference operators (docs/method.md §3) against analytic derivatives of smooth fields.
 
 Each field is sampled on a grid of spacing h over a fixed box; pila.fd works in units of one cell, so its
 first derivatives are divided by h and second derivatives by h^2. Derivatives of the test functions come from

@@ -1,4 +1,4 @@
-"""Adapter files (SPEC section 2): safetensors round trip and clear errors for bad files."""
+"""Adapter files (docs/method.md §2): safetensors round trip and clear errors for bad files."""
 import json
 
 import pytest

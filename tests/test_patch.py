@@ -1,4 +1,4 @@
-"""pila.steps and pila.patch: the ComfyUI wrapper logic, tested without ComfyUI (SPEC sections 1, 4, 8)."""
+"""pila.steps and pila.patch: the ComfyUI wrapper logic, tested without ComfyUI (docs/method.md §1, §4, §8)."""
 import pytest
 import torch
 

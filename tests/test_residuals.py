@@ -1,5 +1,5 @@
-"""Each of the 29 CSRC terms (SPEC section 5) on the reference field of SPEC's last column, where it must be
-~0 up to discretisation, and on a perturbed field, where it must be clearly larger.
+"""Each of the 29 CSRC terms on the reference field in the last column of docs/method.md §5's table, where it
+must be ~0 up to discretisation, and on a perturbed field, where it must be clearly larger.
 
 Fields are built analytically in float64 on a latent-like grid (1 cell = 1 latent pixel, 1 frame) and evaluated
 in float32 through `pila.csrc.TERMS`, so the name -> residual wiring is tested with the physics.
@@ -38,7 +38,7 @@ def vec(a, b):
 
 
 def afe_displacement(u: torch.Tensor) -> torch.Tensor:
-    """SPEC section 3: d[m] = 0 at m = T // 2, trapezoidal integral of u forward and backward."""
+    """docs/method.md §3: d[m] = 0 at m = T // 2, trapezoidal integral of u forward and backward."""
     T = u.shape[2]
     m = T // 2
     d = [None] * T
@@ -57,7 +57,7 @@ def riemann_displacement(u: torch.Tensor) -> torch.Tensor:
 
 
 def hooke(eps: torch.Tensor, p: torch.Tensor | float = 0.0, mu: float = 1.0, lam: float = 1.0) -> torch.Tensor:
-    """AFE's stress closure (SPEC section 3): diagonal -p + 2 mu e_ii + lam tr, off-diagonal 2 mu exy."""
+    """AFE's stress closure (docs/method.md §3): diagonal -p + 2 mu e_ii + lam tr, off-diagonal 2 mu exy."""
     tr = eps[:, 0:1] + eps[:, 3:4]
     return torch.cat([-p + 2 * mu * eps[:, 0:1] + lam * tr, 2 * mu * eps[:, 1:2], 2 * mu * eps[:, 2:3],
                       -p + 2 * mu * eps[:, 3:4] + lam * tr], dim=1)
@@ -174,7 +174,7 @@ def _phase_energy(L: float, a: float, sign: float):
 
 
 def _phase_energy_spec(L: float, sign: float):
-    """SPEC's field: u = 0, alpha = 0.3 + 0.02 t, T = 1 - 0.02 L t (sign -1: T rises instead)."""
+    """The field of docs/method.md §5: u = 0, alpha = 0.3 + 0.02 t, T = 1 - 0.02 L t (sign -1: T rises instead)."""
     t, y, x = grid()
     one = torch.ones_like(x) * torch.ones_like(y)
     return {"T": (1 - sign * 0.02 * L * t) * one, "u": const_u((0.0, 0.0)), "alpha": (0.3 + 0.02 * t) * one}
@@ -274,7 +274,7 @@ CASES: dict[str, tuple[dict, callable, callable, str]] = {
 }
 # extra reference fields beyond one per term: (term, label) -> (constants, reference, perturbed, perturbation)
 EXTRA: dict[tuple[str, str], tuple[dict, callable, callable, str]] = {
-    ("phase_energy", "SPEC field"): ({"a_P": A_T, "L": L_HEAT}, lambda: _phase_energy_spec(L_HEAT, 1.0),
+    ("phase_energy", "method.md field"): ({"a_P": A_T, "L": L_HEAT}, lambda: _phase_energy_spec(L_HEAT, 1.0),
                                      lambda: _phase_energy_spec(L_HEAT, -1.0), "T rises instead"),
 }
 
@@ -303,7 +303,7 @@ def test_every_term_has_a_case():
 
 
 def test_reference_helpers_match_pila_afe():
-    """The test's AFE integral and Hooke closure are the ones pila.afe uses (SPEC section 3)."""
+    """The test's AFE integral and Hooke closure are the ones pila.afe uses (docs/method.md §3)."""
     afe = pytest.importorskip("pila.afe")
     u = rigid_motion().float() + 0.1 * torch.randn(1, 2, T_, H_, W_)
     assert torch.allclose(afe.integrate_displacement(u), afe_displacement(u), atol=1e-5)
@@ -329,7 +329,7 @@ def test_term_near_zero_on_reference_and_larger_when_perturbed(name):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_term_with_a_soft_physical_mask(name):
-    """The same check under a random physical mask in [0.08, 1] (the bootstrap mask's range, SPEC section 7)."""
+    """The same check under a random physical mask in [0.08, 1] (the bootstrap mask's range, docs/method.md §7)."""
     consts, good, bad, _ = CASES[name]
     mask = 0.08 + 0.92 * torch.rand(1, 1, T_, H_, W_, generator=torch.Generator().manual_seed(7))
     _check(name, evaluate(name, consts, good(), mask), evaluate(name, consts, bad(), mask))

@@ -1,4 +1,4 @@
-"""LPMER routing and the operator experts (SPEC section 4)."""
+"""LPMER routing and the operator experts (docs/method.md §4)."""
 import pytest
 import torch
 
