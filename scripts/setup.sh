@@ -15,6 +15,8 @@ CONSTRAINTS=$(mktemp)
 echo "torch==${TORCH_VERSION}" > "$CONSTRAINTS"
 EXTRAS="train"
 if [[ "${1:-}" == "--test" ]]; then EXTRAS="train,test,comfyui"; fi
+# the distribution was called comfyui-pila before it took its Registry name; two editable installs would both map pila
+$PY -m pip uninstall -y -q comfyui-pila >/dev/null 2>&1 || true
 $PY -m pip install -q -c "$CONSTRAINTS" -e ".[${EXTRAS}]"
 # torchvision from PyPI is a CUDA build; on CPU torch `--no-deps` keeps it from pulling CUDA torch, and
 # pila.compat defines the two ops it expects so that it imports.
