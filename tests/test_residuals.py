@@ -173,7 +173,7 @@ def _phase_energy(L: float, a: float, sign: float):
     return {"T": heat_kernel(a) - sign * 0.02 * L * t, "u": const_u(), "alpha": alpha}
 
 
-def _phase_energy_spec(L: float, sign: float):
+def _phase_energy_reference(L: float, sign: float):
     """The field of docs/method.md §5: u = 0, alpha = 0.3 + 0.02 t, T = 1 - 0.02 L t (sign -1: T rises instead)."""
     t, y, x = grid()
     one = torch.ones_like(x) * torch.ones_like(y)
@@ -274,8 +274,8 @@ CASES: dict[str, tuple[dict, callable, callable, str]] = {
 }
 # extra reference fields beyond one per term: (term, label) -> (constants, reference, perturbed, perturbation)
 EXTRA: dict[tuple[str, str], tuple[dict, callable, callable, str]] = {
-    ("phase_energy", "method.md field"): ({"a_P": A_T, "L": L_HEAT}, lambda: _phase_energy_spec(L_HEAT, 1.0),
-                                     lambda: _phase_energy_spec(L_HEAT, -1.0), "T rises instead"),
+    ("phase_energy", "method.md field"): ({"a_P": A_T, "L": L_HEAT}, lambda: _phase_energy_reference(L_HEAT, 1.0),
+                                     lambda: _phase_energy_reference(L_HEAT, -1.0), "T rises instead"),
 }
 
 CLOSURES = {n for n in TERMS if "closure" in n}  # scale-free, in [0, ~1]
