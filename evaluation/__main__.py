@@ -27,6 +27,13 @@ TOP_K = list(range(9))                                      # paper, Table 14
 ARM_KEYS = {"pila": lambda v: v.lower() not in ("0", "false", "no", "off"), "strength": float, "steps": str, "top_k": int}
 
 
+def preset_arms(preset: str) -> list[Arm]:
+    """The paper's sweeps, each with the base arm: Table 13's step ranges, Table 14's top-k."""
+    if preset == "steps":
+        return [Arm("base", pila=False)] + [Arm(f"steps{r}", steps=r) for r in STEP_RANGES]
+    return [Arm("base", pila=False)] + [Arm(f"topk{k}", top_k=k) for k in TOP_K]
+
+
 def parse_arm(text: str) -> Arm:
     """NAME or NAME:key=value,key=value with keys pila, strength, steps (a range such as 41-50), top_k."""
     name, _, rest = text.partition(":")
@@ -118,9 +125,9 @@ def main(argv=None) -> int:
             if a.steps not in (None, 50):
                 print(f"note: Table 13's ranges count 50 steps; sampling {a.steps} steps", file=sys.stderr)
             a.steps = a.steps or 50
-            arms = [Arm("base", pila=False)] + [Arm(f"steps{r}", steps=r) for r in STEP_RANGES]
+            arms = preset_arms("steps")
         else:
-            arms = [Arm("base", pila=False)] + [Arm(f"topk{k}", top_k=k) for k in TOP_K]
+            arms = preset_arms("topk")
         names = [x.name for x in arms]
         if len(set(names)) != len(names):
             raise SystemExit(f"arm names must be unique: {names}")

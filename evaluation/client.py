@@ -71,6 +71,22 @@ class ComfyClient:
                 raise ComfyError(f"{self.url}: prompt {prompt_id} did not finish in {timeout:.0f} s")
             time.sleep(poll)
 
+    def upload_image(self, path: Path) -> str:
+        """Uploads an image to the server's input folder (POST /upload/image); returns the name LoadImage takes."""
+        path = Path(path)
+        boundary = uuid.uuid4().hex
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'.encode(),
+                 f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
+                 "Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n",
+                 f"--{boundary}--\r\n".encode()]
+        try:
+            with self._open("/upload/image", b"".join(parts),
+                            {"Content-Type": f"multipart/form-data; boundary={boundary}"}) as r:
+                info = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise ComfyError(f"{self.url} refused the image {path} (HTTP {e.code}): {e.read()[:500]!r}") from e
+        return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
+
     def download(self, item: dict, dest: Path) -> None:
         """Fetches one output file ({filename, subfolder, type}) via /view into `dest` (written whole or not at all)."""
         q = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),

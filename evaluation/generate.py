@@ -168,7 +168,11 @@ def run_job(client: ComfyClient, template: dict, job: Job, cfg: RunConfig, hook,
 
     r = parse(job.item.prompt)
     prefix = f"pila_eval/{tag}/{hashlib.sha1(job.key.encode()).hexdigest()[:16]}"
-    api = configure(template, prompt=job.item.prompt, seed=job.seed, arm=job.arm, settings=cfg.settings, prefix=prefix)
+    image = None
+    if job.item.extra.get("image") and of_type(template, "LoadImage"):
+        image = client.upload_image(Path(job.item.extra["image"]).expanduser())
+    api = configure(template, prompt=job.item.prompt, seed=job.seed, arm=job.arm, settings=cfg.settings, prefix=prefix,
+                    image=image)
     if hook is not None:
         api = hook(api, {"prompt": job.item.prompt, "seed": job.seed, "arm": job.arm.name, "item": job.item}) or api
     t0 = time.time()
@@ -187,7 +191,7 @@ def run_job(client: ComfyClient, template: dict, job: Job, cfg: RunConfig, hook,
     return {
         "key": job.key, "suite": job.item.suite, "group": job.item.group, "index": job.item.index,
         "prompt": job.item.prompt, "arm": job.arm.name, "arm_settings": job.arm.describe(),
-        "seed": job.seed, "seed_index": job.seed_index,
+        "seed": job.seed, "seed_index": job.seed_index, "image": image,
         "labels": list(r.labels), "description": r.description, "graph_labels": graph_labels(entry, api),
         "workflow": cfg.workflow, "settings": asdict(cfg.settings), "file": job.relpath,
         "seconds": round(wall, 4), "exec_seconds": execution_seconds(entry), "server": client.url,

@@ -4,7 +4,8 @@
     videophy                                 shipped (VideoPhy test prompts, MIT)
     phygenbench:PATH/prompts.json            your copy of PhyGenBench's prompts.json
     videophy2:PATH/test.csv                  your copy of the VideoPhy-2 test CSV (a `caption` column)
-    PATH.jsonl | PATH.txt                    a custom suite: {"prompt": ...} per line, or one prompt per line
+    PATH.jsonl | PATH.txt                    a custom suite: {"prompt": ..., "image": optional start image for
+                                             an I2V workflow} per line, or one prompt per line
 
 Layouts (under OUT/<arm>/):
     vbench2/<Dimension>/<prompt[:180]>-<i>.mp4     VBench-2.0 `prompts/README.md` ("How to sample"): i = 0, 1, 2
@@ -104,7 +105,13 @@ def custom(path: Path) -> list[Item]:
                 raise SuiteError(f"{path}:{n + 1}: not JSON ({e})") from e
             if not isinstance(d, dict) or not isinstance(d.get("prompt"), str):
                 raise SuiteError(f"{path}:{n + 1}: each line needs a \"prompt\" string")
-            items.append(Item(name, "", len(items), d["prompt"].strip(), {k: v for k, v in d.items() if k != "prompt"}))
+            extra = {k: v for k, v in d.items() if k != "prompt"}
+            if "image" in extra:  # a start image for image-to-video workflows, relative to the JSONL file
+                img = (path.parent / Path(extra["image"]).expanduser()).resolve()
+                if not img.is_file():
+                    raise SuiteError(f"{path}:{n + 1}: no image {img}")
+                extra["image"] = str(img)
+            items.append(Item(name, "", len(items), d["prompt"].strip(), extra))
         return items
     return [Item(name, "", i, p) for i, p in enumerate(read_lines(path))]
 

@@ -219,9 +219,17 @@ def set_inputs(api: dict, ids, **values) -> None:
                 api[k]["inputs"][name] = v
 
 
-def configure(api: dict, *, prompt: str, seed: int, arm: Arm, settings: Settings, prefix: str) -> dict:
-    """A copy of `api` for one video: prompt, seed, settings, arm; pruned to what the video saver needs."""
+def configure(api: dict, *, prompt: str, seed: int, arm: Arm, settings: Settings, prefix: str,
+              image: str | None = None) -> dict:
+    """A copy of `api` for one video: prompt, seed, settings, arm (and the start image of an I2V workflow, as
+    uploaded to the server); pruned to what the video saver needs."""
     api = copy.deepcopy(api)
+    loaders = of_type(api, "LoadImage")
+    if loaders and image is None:
+        raise WorkflowError("this workflow starts from an image (LoadImage): use a JSONL suite with an \"image\" "
+                            "path per prompt, or a text-to-video workflow")
+    for k in loaders:
+        api[k]["inputs"]["image"] = image
     savers = of_type(api, *VIDEO_SAVERS)
     if len(savers) != 1:
         raise WorkflowError(f"expected exactly one video save node ({', '.join(VIDEO_SAVERS)}), found {len(savers)}")

@@ -136,6 +136,7 @@ def test_three_prompts_two_arms_two_seeds_generate_and_report(comfy_server, suit
         assert fr.shape == (3, 32, 32, 3) and fr.dtype == np.uint8  # 9 frames -> 3 latent frames, 8x8 latent x 4
         assert r["file"] == f"{r['arm']}/three/{r['prompt'][:180]}-{r['seed_index']}.mp4"
         assert r["labels"], r  # the client's parse
+        assert 0 < r["exec_seconds"] <= r["seconds"], r  # ComfyUI's execution time within the client's wall time
         if r["arm"] == "pila":  # the in-graph parser ran and agrees with the client's parse
             assert r["graph_labels"]["labels"] == r["labels"]
         else:
@@ -291,3 +292,36 @@ def test_jobs_pair_arms_and_shards_partition(tmp_path, suite3):
         cfg.shard = (i, 4)
         parts.append({j.key for u in build_jobs(cfg) for j in u})
     assert set().union(*parts) == full and sum(map(len, parts)) == len(full)
+
+
+@pytest.mark.slow
+def test_step_range_sweep_runs_the_table_13_arms(comfy_server, suite3, tmp_path):
+    from evaluation.__main__ import main, preset_arms
+
+    assert [a.steps for a in preset_arms("steps")] == [None, "41-50", "31-50", "21-50", "11-50", "1-50"]
+    assert [a.top_k for a in preset_arms("topk")] == [None, *range(9)]
+    out = tmp_path / "sweep"
+    rc = main(["sweep", "steps", "--server", comfy_server.url, "--suite", str(suite3), "--out", str(out), "--limit", "1",
+               "--seeds", "3", "--graph-hook", HOOK, "--width", "32", "--height", "32", "--frames", "5", "--cfg", "1",
+               *[x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]])
+    assert rc == 0
+    recs = {r["arm"]: r for r in read_manifest(out)}
+    assert sorted(recs) == sorted(["base", "steps41-50", "steps31-50", "steps21-50", "steps11-50", "steps1-50"])
+    assert all(r["settings"]["steps"] == 50 and r["seed"] == 3 for r in recs.values())
+    videos = {a: frames(out, r) for a, r in recs.items()}
+    for a in videos:  # every range corrects some steps
+        assert a == "base" or not np.array_equal(videos[a], videos["base"]), a
+    # ranges that differ by many late steps give different videos (early steps, where the gate is ~0.05 at shift 8,
+    # can vanish in the 8-bit frames of this tiny model)
+    for a, b in (("steps41-50", "steps21-50"), ("steps21-50", "steps1-50"), ("steps41-50", "steps1-50")):
+        assert not np.array_equal(videos[a], videos[b]), (a, b)
+
+
+@pytest.mark.slow
+def test_wan22_template_generates_with_both_experts(comfy_server, suite3, tmp_path):
+    out = tmp_path / "wan22"
+    generate(config(out, suite3, comfy_server, workflow="wan2.2", seeds=[4], limit=1,
+                    arms=[Arm("base", pila=False), Arm("pila")]))
+    recs = {r["arm"]: r for r in read_manifest(out)}
+    assert set(recs) == {"base", "pila"} and recs["pila"]["graph_labels"]["labels"] == recs["pila"]["labels"]
+    assert not np.array_equal(frames(out, recs["base"]), frames(out, recs["pila"]))
