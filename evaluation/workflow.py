@@ -46,7 +46,8 @@ def template_path(name: str) -> Path:
 def is_widget(spec) -> bool:
     """Whether an /object_info input spec is a widget (a value) rather than a socket (a link)."""
     t = spec[0]
-    return isinstance(t, list) or t in LINK_TYPES_ARE_WIDGETS
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return (isinstance(t, list) or t in LINK_TYPES_ARE_WIDGETS) and not opts.get("forceInput")
 
 
 def input_order(info: dict) -> list[tuple[str, list]]:
@@ -166,12 +167,23 @@ def prompt_sources(api: dict) -> list[tuple[str, str]]:
     for p in parser:
         v = api[p]["inputs"].get("prompt")
         found.add(tuple(v) if isinstance(v, list) else (p, "prompt"))
-    # the positive text encoder: the one feeding a sampler's `positive`
+    # the positive text encoder: the first node with a `text` input upstream of a sampler's `positive`
+    # (directly, or through conditioning nodes such as WanImageToVideo)
     for s in of_type(api, *SAMPLERS, "PILAFlowCorrection"):
         pos = api[s]["inputs"].get("positive")
-        if isinstance(pos, list) and pos[0] in api and "text" in api[pos[0]]["inputs"]:
-            v = api[pos[0]]["inputs"]["text"]
-            found.add(tuple(v) if isinstance(v, list) else (pos[0], "text"))
+        stack, seen = [pos[0]] if isinstance(pos, list) else [], set()
+        while stack:
+            k = stack.pop(0)
+            if k in seen or k not in api:
+                continue
+            seen.add(k)
+            ins = api[k]["inputs"]
+            if "text" in ins:
+                v = ins["text"]
+                found.add(tuple(v) if isinstance(v, list) else (k, "text"))
+                break
+            stack += [v[0] for n, v in ins.items() if isinstance(v, list) and n in ("positive", "conditioning",
+                                                                                       "conditioning_1", "cond")]
     out = []
     for node, key in found:
         if isinstance(key, int):  # a link to a primitive string node: set its value
@@ -239,6 +251,12 @@ def configure(api: dict, *, prompt: str, seed: int, arm: Arm, settings: Settings
     for k in samplers:
         name = "noise_seed" if "noise_seed" in api[k]["inputs"] else "seed"
         api[k]["inputs"][name] = int(seed)
+    for k in of_type(api, "KSamplerAdvanced"):  # a split over steps keeps its proportions
+        old, ins = api[k]["inputs"].get("steps"), api[k]["inputs"]
+        if settings.steps is not None and isinstance(old, int) and old > 0:
+            for name in ("start_at_step", "end_at_step"):
+                if isinstance(ins.get(name), int) and ins[name] < old:
+                    ins[name] = round(ins[name] * settings.steps / old)
     set_inputs(api, samplers, steps=settings.steps, cfg=settings.cfg, sampler_name=settings.sampler,
                scheduler=settings.scheduler)
     set_inputs(api, of_type(api, *LATENTS), width=settings.width, height=settings.height, length=settings.frames)

@@ -325,3 +325,36 @@ def test_wan22_template_generates_with_both_experts(comfy_server, suite3, tmp_pa
     recs = {r["arm"]: r for r in read_manifest(out)}
     assert set(recs) == {"base", "pila"} and recs["pila"]["graph_labels"]["labels"] == recs["pila"]["labels"]
     assert not np.array_equal(frames(out, recs["base"]), frames(out, recs["pila"]))
+
+
+def test_configure_splits_two_advanced_samplers_and_finds_the_prompt_behind_i2v_conditioning():
+    from evaluation.workflow import WorkflowError, configure
+
+    def ksa(model, start, end, src):
+        return {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": [model, 0], "add_noise": "enable", "noise_seed": 1, "steps": 20, "cfg": 3.5, "sampler_name": "euler",
+            "scheduler": "simple", "positive": ["i2v", 0], "negative": ["i2v", 1], "latent_image": [src, 2 if src == "i2v" else 0],
+            "start_at_step": start, "end_at_step": end, "return_with_leftover_noise": "disable"}, "_meta": {"title": model}}
+    api = {
+        "hi": {"class_type": "UNETLoader", "inputs": {"unet_name": "h", "weight_dtype": "default"}, "_meta": {"title": "h"}},
+        "lo": {"class_type": "UNETLoader", "inputs": {"unet_name": "l", "weight_dtype": "default"}, "_meta": {"title": "l"}},
+        "txt": {"class_type": "PrimitiveStringMultiline", "inputs": {"value": "old"}, "_meta": {"title": "Prompt"}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": ["txt", 0], "clip": ["c", 0]}, "_meta": {"title": "p"}},
+        "img": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "img"}},
+        "i2v": {"class_type": "WanImageToVideo", "inputs": {"positive": ["pos", 0], "negative": ["pos", 0], "start_image": ["img", 0],
+                                                          "width": 832, "height": 480, "length": 81, "batch_size": 1},
+                "_meta": {"title": "i2v"}},
+        "k1": ksa("hi", 0, 10, "i2v"),
+        "k2": ksa("lo", 10, 10000, "k1"),
+        "save": {"class_type": "SaveVideo", "inputs": {"video": ["k2", 0], "filename_prefix": "x", "format": "auto",
+                                                        "codec": "auto"}, "_meta": {"title": "s"}},
+    }
+    with pytest.raises(WorkflowError, match="image"):
+        configure(api, prompt="p", seed=1, arm=Arm("base", pila=False), settings=Settings(), prefix="x")
+    g = configure(api, prompt="a new prompt", seed=9, arm=Arm("base", pila=False),
+                  settings=Settings(steps=50, width=64), prefix="run/x", image="start.png")
+    assert g["txt"]["inputs"]["value"] == "a new prompt" and g["img"]["inputs"]["image"] == "start.png"
+    assert (g["k1"]["inputs"]["start_at_step"], g["k1"]["inputs"]["end_at_step"]) == (0, 25)
+    assert (g["k2"]["inputs"]["start_at_step"], g["k2"]["inputs"]["end_at_step"]) == (25, 10000)
+    assert g["k1"]["inputs"]["noise_seed"] == g["k2"]["inputs"]["noise_seed"] == 9 and g["k2"]["inputs"]["steps"] == 50
+    assert g["i2v"]["inputs"]["width"] == 64 and g["save"]["inputs"]["filename_prefix"] == "run/x"
