@@ -72,3 +72,23 @@ class PILATestCallLog:
 
 NODE_CLASS_MAPPINGS = {"PILATestConditioning": PILATestConditioning, "PILATestCallCounter": PILATestCallCounter,
                        "PILATestCallLog": PILATestCallLog}
+
+
+class PILATestLatentToImage:
+    """A VAE stand-in for tests: latent channels 0-2 through a sigmoid, each latent pixel as a 4x4 block."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+    CATEGORY = "_for_testing/pila_tests"
+
+    def decode(self, samples):
+        x = samples["samples"][0, :3].float()                      # [3, T, H, W]
+        img = torch.sigmoid(x).permute(1, 2, 3, 0)                  # [T, H, W, 3]
+        return (img.repeat_interleave(4, 1).repeat_interleave(4, 2).contiguous(),)
+
+
+NODE_CLASS_MAPPINGS["PILATestLatentToImage"] = PILATestLatentToImage
