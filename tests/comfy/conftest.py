@@ -153,6 +153,10 @@ def comfy_base(tmp_path_factory, comfyui_path) -> Path:
                 shutil.copy(base / "models" / "pila" / "tiny_pila.safetensors",
                             base / "models" / "pila" / node["widgets_values"][0])
     (base / "models" / "pila" / "not_an_adapter.safetensors").write_bytes(b"\x00" * 64)
+    # LoadImage's file in the I2V template (ComfyUI ships input/example.png; the test server has its own input/)
+    (base / "input").mkdir(exist_ok=True)
+    from PIL import Image
+    Image.new("RGB", (64, 64), (200, 120, 40)).save(base / "input" / "example.png")
     return base
 
 
