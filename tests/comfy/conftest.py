@@ -156,7 +156,9 @@ def comfy_base(tmp_path_factory, comfyui_path) -> Path:
     # LoadImage's file in the I2V template (ComfyUI ships input/example.png; the test server has its own input/)
     (base / "input").mkdir(exist_ok=True)
     from PIL import Image
-    Image.new("RGB", (64, 64), (200, 120, 40)).save(base / "input" / "example.png")
+    g = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(64, 64, 3, generator=g) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(base / "input" / "example.png")  # noise: the test VAE encodes it to a non-zero latent
     return base
 
 

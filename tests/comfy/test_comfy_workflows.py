@@ -134,6 +134,8 @@ def widget_specs(info: dict) -> list[tuple[str, object, dict]]:
                 specs.append((name, typ, opts))
                 if opts.get("control_after_generate"):
                     specs.append((f"{name} (control after generate)", "CONTROL", {}))
+                if opts.get("image_upload"):  # the frontend's upload button is a widget too (value "image")
+                    specs.append((f"{name} (upload)", "UPLOAD", {}))
     return specs
 
 
@@ -141,6 +143,8 @@ def check_value(node: str, name: str, typ, opts: dict, v):
     where = f"{node}.{name} = {v!r}"
     if typ == "CONTROL":
         assert v in CONTROL_VALUES, where
+    elif typ == "UPLOAD":
+        assert v == "image", where
     elif isinstance(typ, list) or typ == "COMBO":
         options = typ if isinstance(typ, list) else opts.get("options", [])
         assert v in options, f"{where} is not one of {options[:12]}"
