@@ -202,3 +202,39 @@ def test_image_to_video_is_corrected_on_the_noise_latent_only(comfy_server, i2v_
     assert shapes and all(s == [16, 20] for s in shapes), shapes
     calls = ui_json(one, "maps")["calls"]
     assert len(calls) == len(shapes) and all(c["applied"] for c in calls)
+
+
+def test_wan22_sampler_node_runs_image_to_video(comfy_server, i2v_models):
+    """The Wan 2.2 I2V A14B template's layout: WanImageToVideo into the PILA Wan 2.2 sampler (both experts)."""
+    model = "tiny_wan22_i2v.safetensors"
+    g = i2v_graph("w22i2v", model, pila=True)
+    del g["ksampler"], g["pila"]
+    g["sampler"] = {"class_type": "PILAFlowCorrectionSamplerWan22", "inputs": {
+        "model_high_noise": ["shapes", 0], "model_low_noise": ["shapes", 0], "adapter": ["adapter", 0],
+        "routing": ["router", 0], "positive": ["i2v", 0], "negative": ["i2v", 1], "latent_image": ["i2v", 2],
+        "seed": 3, "steps": 4, "cfg": 3.5, "sampler_name": "euler", "scheduler": "simple", "switch_sigma": 0.9,
+        "diagnostics": True}}
+    g["save"]["inputs"]["samples"] = ["sampler", 0]
+    g["log"]["inputs"]["samples"] = ["sampler", 0]
+    g["maps"] = {"class_type": "PILAExpertMaps", "inputs": {"model": ["sampler", 1], "samples": ["sampler", 0],
+                                                             "max_steps": 8}}
+    entry = comfy_server.ok(g)
+    lat = saved_latent(comfy_server, entry)
+    assert lat.shape == (1, 16, 2, 8, 8) and torch.isfinite(lat).all()
+    assert all(s == [16, 20] for s in ui_json(entry, "log"))
+    assert sorted({c["step"] for c in ui_json(entry, "maps")["calls"] if c["applied"]}) == [1, 2, 3, 4]
+
+
+def test_nan_from_the_adapter_is_scrubbed_and_reported_once_per_run(comfy_server):
+    from pila import save_adapter
+
+    bad = random_adapter(seed=2)
+    with torch.no_grad():
+        bad.decoder.out.bias.fill_(float("nan"))
+    save_adapter(comfy_server.base / "models" / "pila" / "nan_adapter.safetensors", bad)
+    g = with_pila(base_graph("nan", steps=3), diagnostics=False)
+    g["adapter"]["inputs"]["adapter_name"] = "nan_adapter.safetensors"
+    before = comfy_server.log().count("non-finite (NaN/inf) dv values")
+    lat = saved_latent(comfy_server, comfy_server.ok(g))
+    assert torch.isfinite(lat).all(), "scrubbed: the sample stays finite"
+    assert comfy_server.log().count("non-finite (NaN/inf) dv values") == before + 1, comfy_server.log()[-2000:]
