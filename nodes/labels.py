@@ -91,6 +91,17 @@ class PILAPhysicsLabelParser(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, llm_model: str = NO_LLM):
+        # ComfyUI does not check V3 combo values against their options: a path from a shared workflow stops here
+        if llm_model in ("", NO_LLM) or llm_model in llm_models():
+            return True
+        try:
+            llm_model_path(llm_model)
+        except ValueError as e:
+            return str(e)
+        return True
+
+    @classmethod
     def execute(cls, prompt: str, parser: str = "default", llm_model: str = NO_LLM, **overrides) -> io.NodeOutput:
         kw = {}
         if parser == "llm":

@@ -238,3 +238,27 @@ def test_nan_from_the_adapter_is_scrubbed_and_reported_once_per_run(comfy_server
     lat = saved_latent(comfy_server, comfy_server.ok(g))
     assert torch.isfinite(lat).all(), "scrubbed: the sample stays finite"
     assert comfy_server.log().count("non-finite (NaN/inf) dv values") == before + 1, comfy_server.log()[-2000:]
+
+
+def test_label_parser_llm_comes_from_models_llm_as_safetensors_only(comfy_server):
+    lm = comfy_server.base / "models" / "LLM" / "pickled-lm"
+    lm.mkdir(parents=True, exist_ok=True)
+    (lm / "config.json").write_text("{}")
+    (lm / "pytorch_model.bin").write_bytes(b"never unpickled")
+
+    def graph(choice: str) -> dict:
+        g = with_pila(base_graph(f"llm_{len(choice)}"), diagnostics=False)
+        g["parser"] = {"class_type": "PILAPhysicsLabelParser", "inputs": {
+            "prompt": "a ball falls into water", "parser": "llm", "llm_model": choice,
+            **{k: "auto" for k in ("rigid_body", "elastic", "fluid", "compressible_flow", "phase_change", "collision",
+                                   "thermal", "optical")}}}
+        g["router"]["inputs"]["labels"] = ["parser", 0]
+        return g
+
+    # a path from a shared workflow is not a choice: refused before anything runs, on llm_model
+    errors = refused(comfy_server, graph("../../../../etc"))
+    assert [e["extra_info"]["input_name"] for e in errors["parser"]] == ["llm_model"], errors
+    # a models/LLM folder with pickled weights only: refused with the reason, nothing unpickled
+    err = comfy_server.run(graph("pickled-lm"))["error"][0][1]
+    assert err["node_type"] == "PILAPhysicsLabelParser"
+    assert "only pickled weights (pytorch_model.bin)" in err["exception_message"], err
