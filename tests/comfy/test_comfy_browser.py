@@ -60,6 +60,7 @@ def page(comfy_server):
         pg.wait_for_function("() => window.app && window.app.graph && window.LiteGraph "
                              "&& Object.keys(window.LiteGraph.registered_node_types).length > 100", timeout=180_000)
         pg.wait_for_load_state("networkidle", timeout=60_000)
+        pg.keyboard.press("Escape")  # the first-run template browser, if it opened
         yield pg
         (ARTIFACTS / "browser_console.txt").write_text("\n".join(pg.log) + "\n")
         browser.close()
@@ -154,6 +155,17 @@ def test_info_box_shows_node_reports_and_is_never_saved(page):
     assert fit["scroll"] <= fit["client"] + 4, f"the report is clipped: {fit}"
     assert r["after"] == r["before"], "the report box must not be saved in the workflow"
     assert not r["inPrompt"], "the report box must not be sent in the prompt"
+
+
+def test_template_thumbnails_load_where_the_template_browser_looks(page):
+    """The template browser shows a custom pack's template with the image <name>.jpg beside it (a 404 before)."""
+    sizes = page.evaluate("""async (names) => Promise.all(names.map(n => new Promise(done => {
+        const img = new Image();
+        img.onload = () => done([n, img.naturalWidth, img.naturalHeight]);
+        img.onerror = () => done([n, 0, 0]);
+        img.src = window.comfyAPI.api.api.apiURL(`/workflow_templates/comfyui-pila/${n}.jpg`);
+    })))""", [p.stem for p in WORKFLOWS])
+    assert all(w > 0 and h > 0 for _, w, h in sizes), sizes
 
 
 def test_template_notes_and_a_missing_adapter_reported_on_the_loader(page):
