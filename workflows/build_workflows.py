@@ -120,7 +120,7 @@ class Graph:
     def to_json(self, title: str) -> dict:
         return {"revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
                 "nodes": self.nodes, "links": self.links, "groups": self.groups, "config": {},
-                "extra": {"ds": {"scale": 0.55, "offset": [520, 80]}, "info": {"name": title}}, "version": 0.4}
+                "extra": {"ds": {"scale": 0.55, "offset": [640, 100]}, "info": {"name": title}}, "version": 0.4}
 
 
 def row(g: Graph, x: int, y: int, groups: list[tuple[str, list[list[dict]]]], gap: int = 40) -> int:

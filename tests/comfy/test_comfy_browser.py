@@ -103,6 +103,8 @@ def test_workflow_loads_without_missing_nodes_or_validation_errors(page, path):
             unknown: nodes.filter(n => !types[n.type]).map(n => n.type),
             errors: nodes.filter(n => n.has_errors).map(n => n.type),
             widgets: Object.fromEntries(nodes.map(n => [n.id, (n.widgets || []).map(w => w.value)])),
+            // as the frontend lays them out: [x, y, w, h] with the title bar, and the size the widgets need
+            boxes: nodes.map(n => [n.title, Array.from(n.getBounding()), Array.from(n.size), Array.from(n.computeSize())]),
             api: prompt.output,
         };
     }""", [wf, path.name])
@@ -119,6 +121,13 @@ def test_workflow_loads_without_missing_nodes_or_validation_errors(page, path):
         shown = result["widgets"][str(n["id"])]
         for v in n["widgets_values"]:
             assert v in shown, f"{n['type']}: widget value {v!r} not kept ({shown})"
+    boxes = result["boxes"]
+    for title, _, size, need in boxes:  # every widget fits in its node as saved
+        assert size[0] >= need[0] - 1 and size[1] >= need[1] - 1, f"{title}: size {size}, its widgets need {need}"
+    for i, (ta, a, _, _) in enumerate(boxes):  # no two nodes overlap on the canvas
+        for tb, b, _, _ in boxes[i + 1:]:
+            assert not (a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]), \
+                f"{ta} overlaps {tb} on the canvas"
     api_types = {v["class_type"] for v in result["api"].values()}
     wanted = {n["type"] for n in wf["nodes"] if n["type"].startswith("PILA")}
     assert wanted and wanted <= api_types, "the PILA nodes must make it into the API prompt"
