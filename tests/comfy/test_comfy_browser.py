@@ -30,7 +30,8 @@ def chromium_path() -> str:
 
 # Files a fresh ComfyUI answers 404 for and the frontend asks for at start-up, some of them late (so a workflow test
 # used to see them now and then): the user's own stylesheet and settings files, the saved-workflow and subgraph
-# folders of a user who has saved none, the favicon. Any other 404 (the pack's extension, its templates or
+# folders of a user who has saved none, the favicon. The first-run template browser also asks for every template's
+# thumbnail (<name>.jpg), which the pack did not ship. Any other 404 (the pack's extension, its templates or
 # thumbnails) still fails the tests.
 OPTIONAL_404 = ("/user.css", "/favicon.ico", "/api/userdata/user.css", "/api/userdata/comfy.templates.json",
                 "/api/userdata?dir=workflows", "/api/userdata?dir=subgraphs")
