@@ -203,3 +203,23 @@ def test_template_notes_and_a_missing_adapter_reported_on_the_loader(page):
     page.keyboard.press("Escape")
     assert any("No PILA adapter weights have been published" in n for n in r["notes"])
     assert page.locator("text=No PILA adapter weights have been published").count() > 0, "the note is not shown"
+
+
+def test_a_run_warning_shows_on_the_correction_node(page, comfy_server):
+    """A step range that matches no step is reported as text on the correcting node (ComfyUI's progress text)."""
+    from test_comfy_server import base_graph, with_pila
+
+    wf = json.loads((REPO / "workflows" / "pila_wan2.1_t2v_1.3B.json").read_text())
+    pid = next(n["id"] for n in wf["nodes"] if n["type"] == "PILAFlowCorrection")
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf, true, true, 'run-warning'); }", wf)
+    # a tiny-model prompt whose correction node has the template's id: the server addresses the text to that id
+    g = json.loads(json.dumps(with_pila(base_graph("warn", steps=3), steps="50-60", diagnostics=False))
+                   .replace('["pila", 0]', f'["{pid}", 0]'))
+    g[str(pid)] = g.pop("pila")
+    comfy_server.ok(g)
+    page.wait_for_timeout(1000)
+    shown = page.evaluate("""(id) => {
+        const node = window.app.graph.getNodeById(id);
+        return (node.widgets || []).filter(w => w.name === "$$node-text-preview").map(w => String(w.value));
+    }""", pid)
+    assert shown and "match none of this run's steps 1..3" in shown[0], shown
