@@ -84,6 +84,31 @@ class Routing:
     labels: Labels | None = None
 
 
+def trained_for(handle: AdapterHandle) -> str:
+    """'adapter 'x.safetensors' (trained for 4096-wide text states, 16-channel latents[, a toy ...])'."""
+    cfg = handle.config
+    toy = handle.info.get("extras", {}).get("toy")
+    return (f"the adapter {handle.name!r} (trained for {cfg.text_dim}-wide text states and {cfg.latent_channels}-channel "
+            f"latents{'; a toy from the quick start that only fits its tiny random Wan' if toy else ''})")
+
+
+def notify(node_id: str | None, message: str) -> None:
+    """A warning in the log and, inside a running server, as progress text on the node it concerns."""
+    log.warning(message)
+    try:
+        from server import PromptServer
+        if node_id is not None and PromptServer.instance is not None:
+            PromptServer.instance.send_progress_text(message, node_id)
+    except Exception:  # pragma: no cover - no server (in-process use); the log has it
+        pass
+
+
+def executing_node_id() -> str | None:
+    from comfy_execution.utils import get_executing_context
+    ctx = get_executing_context()
+    return None if ctx is None else ctx.node_id
+
+
 def check_model(model, handle: AdapterHandle, *, name: str = "PILA") -> None:
     """A clear error, at graph time, for a MODEL the adapter cannot serve."""
     base = getattr(model, "model", None)
@@ -98,38 +123,81 @@ def check_model(model, handle: AdapterHandle, *, name: str = "PILA") -> None:
     if channels != want or dims != 3:
         hint = (" That is Wan 2.2 TI2V-5B's 48-channel VAE space; PILA adapters read the 16-channel Wan 2.1 VAE space "
                 "(Wan 2.1 models and Wan 2.2 A14B)." if channels == 48 else "")
-        raise PILAPatchError(f"{name}: the MODEL ({kind}) works on {channels}-channel latents, the adapter "
-                             f"{handle.name!r} reads {want}.{hint}")
+        raise PILAPatchError(f"{name}: the MODEL ({kind}) works on {channels}-channel latents; {trained_for(handle)} "
+                             f"does not fit it.{hint}")
     if getattr(base, "model_type", None) != comfy.model_base.ModelType.FLOW:
         raise PILAPatchError(f"{name}: the MODEL is not a flow-matching model ({base.model_type}); PILA needs Wan's flow "
                              "parameterisation (sigma 1 = noise).")
 
 
-def pooled_conditioning(cond) -> torch.Tensor | None:
-    """CONDITIONING -> the first entry's UMT5 states pooled to [1, 4096] (SPEC section 4), or None."""
+def pooled_conditioning(cond, handle: AdapterHandle, *, name: str = "PILA") -> torch.Tensor | None:
+    """CONDITIONING -> the first entry's UMT5 states pooled to [1, text_dim] (docs/method.md §4), or None. A width
+    the adapter was not trained for is an error here, before sampling starts."""
     if cond is None:
         return None
     if not cond:
-        raise PILAPatchError("PILA: the physics conditioning is empty; connect a CLIP Text Encode (UMT5) output.")
+        raise PILAPatchError(f"{name}: the physics conditioning is empty; connect a CLIP Text Encode (UMT5) output.")
     states = cond[0][0]
     if not torch.is_tensor(states) or states.ndim not in (2, 3):
-        raise PILAPatchError(f"PILA: unexpected conditioning tensor {type(states).__name__}; connect a text encoder output.")
-    return physics_condition(states[:1])
+        raise PILAPatchError(f"{name}: unexpected conditioning tensor {type(states).__name__}; connect a text encoder output.")
+    width, want = states.shape[-1], handle.config.text_dim
+    if width != want:
+        fix = ("Train an adapter for Wan (README, 'Getting an adapter')." if want != 4096 else
+               "Encode the prompt with Wan's UMT5-XXL text encoder (umt5_xxl_*.safetensors, type wan).")
+        raise PILAPatchError(f"{name}: the conditioning holds {width}-wide text states; {trained_for(handle)} cannot "
+                             f"read them. {fix}")
+    return physics_condition(states[:1], text_dim=want)
+
+
+def sigma_range(model, settings) -> tuple[float, float]:
+    """start/end_percent -> (sigma_start, sigma_end) through the model's own schedule (as SkipLayerGuidanceDiT)."""
+    if settings.all_percent:
+        return float("inf"), 0.0
+    ms = model.get_model_object("model_sampling")
+    return float(ms.percent_to_sigma(settings.start_percent)), float(ms.percent_to_sigma(settings.end_percent))
+
+
+class RunChecks:
+    """OUTER_SAMPLE wrapper: before a sampling run, warn when the step range / percents match no step of it; after
+    it, warn when the adapter's dv had to be scrubbed of NaN (once per run, one host read)."""
+
+    def __init__(self, correction: FlowCorrection, node_id: str | None, check_range: bool = True):
+        self.correction, self.node_id, self.check_range = correction, node_id, check_range
+
+    def __call__(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        msg = self.correction.begin_run(sigmas) if self.check_range else None
+        if msg:
+            notify(self.node_id, msg)
+        out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+        msg = self.correction.end_run()
+        if msg:
+            notify(self.node_id, msg)
+        return out
 
 
 def patch_model(model, handle: AdapterHandle, routing: Routing, text, *, diagnostics: bool = False,
-                step_offset: int = 0, recorder: Recorder | None = None, name: str = "PILA"):
+                step_offset: int = 0, recorder: Recorder | None = None, name: str = "PILA", check_range: bool = True):
     """model.clone() + an APPLY_MODEL wrapper + the adapter as an additional model. Returns (model, recorder)."""
     check_model(model, handle, name=name)
     recorder = recorder or Recorder(keep_maps=diagnostics)
     labels = routing.labels.multi_hot() if routing.labels is not None else None
     wrapper = FlowCorrection(handle.adapter, routing.settings, text=text, labels=labels, recorder=recorder,
-                             step_offset=step_offset, name=name)
+                             step_offset=step_offset, name=name, sigma_range=sigma_range(model, routing.settings))
     m = model.clone()
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, wrapper)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
+                           RunChecks(wrapper, executing_node_id(), check_range))
     models = [p for p in m.get_additional_models_with_key(WRAPPER_KEY) if p.model is not handle.patcher.model]
     m.set_additional_models(WRAPPER_KEY, models + [handle.patcher])
     return m, recorder
+
+
+def find_correction(model) -> FlowCorrection | None:
+    """The last PILA wrapper on a MODEL."""
+    for w in reversed(model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY)):
+        if isinstance(w, FlowCorrection):
+            return w
+    return None
 
 
 def find_recorder(model) -> Recorder | None:

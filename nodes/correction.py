@@ -25,6 +25,7 @@ class PILAFlowCorrection(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, adapter, routing, positive, diagnostics: bool = False, physics=None) -> io.NodeOutput:
-        text = pooled_conditioning(physics if physics is not None else positive)
-        patched, _ = patch_model(model, adapter, routing, text, diagnostics=diagnostics, name="PILA Flow Correction")
+        name = "PILA Flow Correction"
+        text = pooled_conditioning(physics if physics is not None else positive, adapter, name=name)
+        patched, _ = patch_model(model, adapter, routing, text, diagnostics=diagnostics, name=name)
         return io.NodeOutput(patched)

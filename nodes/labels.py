@@ -1,6 +1,9 @@
 """PILA Physics Label Parser: prompt -> the 8 category labels and a physics-oriented description (SPEC section 9)."""
 from __future__ import annotations
 
+import os
+
+import folder_paths
 from comfy_api.latest import io, ui
 
 from pila import CATEGORIES
@@ -9,6 +12,35 @@ from pila.labels import PARSERS, parse
 from .common import CATEGORY, Labels, LabelsType
 
 OVERRIDE = ["auto", "on", "off"]
+LLM_FOLDER = "LLM"  # models/LLM: one sub-folder per local causal LM (transformers layout, .safetensors weights)
+NO_LLM = "none"
+
+
+def register_llm_folder() -> None:
+    if LLM_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(LLM_FOLDER, os.path.join(folder_paths.models_dir, LLM_FOLDER), is_default=True)
+
+
+def llm_models() -> list[str]:
+    """Sub-folders of the models/LLM folders that hold a config.json (a transformers model)."""
+    register_llm_folder()
+    names = set()
+    for root in folder_paths.get_folder_paths(LLM_FOLDER):
+        if os.path.isdir(root):
+            names.update(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+    return sorted(names)
+
+
+def llm_model_path(name: str) -> str:
+    """A name from llm_models() -> its folder; anything else (a path, '..') is refused."""
+    if name in llm_models():
+        for root in folder_paths.get_folder_paths(LLM_FOLDER):
+            if os.path.isfile(os.path.join(root, name, "config.json")):
+                return os.path.join(root, name)
+    where = ", ".join(folder_paths.get_folder_paths(LLM_FOLDER))
+    raise ValueError(f"PILA Physics Label Parser: no LLM folder {name!r} in models/LLM ({where}). Put a local causal "
+                     "LM (config.json, tokenizer, .safetensors weights) into a sub-folder there and pick it in "
+                     "'llm_model', or use parser 'default'.")
 
 
 def override_id(category: str) -> str:
@@ -43,13 +75,14 @@ class PILAPhysicsLabelParser(io.ComfyNode):
                                 tooltip="The video prompt to analyse (the same text as the positive prompt)."),
                 io.Combo.Input("parser", options=list(PARSERS), default="default",
                                tooltip="default: offline lexicon + rules, no download. llm: a local instruction "
-                               "LLM (transformers) from 'llm_model_dir'; falls back to the rules if its answer is invalid."),
+                               "LLM (transformers) from 'llm_model' (models/LLM); falls back to the rules if its answer is invalid."),
                 *[io.Combo.Input(override_id(c), options=OVERRIDE, default="auto",
                                  tooltip=f"{c}: auto = the parser decides, on/off = force this expert's label.")
                   for c in CATEGORIES],
-                io.String.Input("llm_model_dir", default="", optional=True,
-                                tooltip="parser = llm only: a local directory with a causal LM and its tokenizer "
-                                "(nothing is downloaded)."),
+                io.Combo.Input("llm_model", options=[NO_LLM, *llm_models()], default=NO_LLM, optional=True,
+                               tooltip="parser = llm only: a model folder in models/LLM (a local causal LM with its "
+                               "tokenizer; .safetensors weights only, pickled .bin files are refused; nothing is "
+                               "downloaded)."),
             ],
             outputs=[
                 LabelsType.Output(display_name="labels", tooltip="The active categories with confidences."),
@@ -58,8 +91,24 @@ class PILAPhysicsLabelParser(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, prompt: str, parser: str = "default", llm_model_dir: str = "", **overrides) -> io.NodeOutput:
-        kw = {"model_dir": llm_model_dir.strip()} if parser != "default" and llm_model_dir.strip() else {}
+    def validate_inputs(cls, llm_model: str = NO_LLM):
+        # ComfyUI does not check V3 combo values against their options: a path from a shared workflow stops here
+        if llm_model in ("", NO_LLM) or llm_model in llm_models():
+            return True
+        try:
+            llm_model_path(llm_model)
+        except ValueError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, prompt: str, parser: str = "default", llm_model: str = NO_LLM, **overrides) -> io.NodeOutput:
+        kw = {}
+        if parser == "llm":
+            if llm_model in ("", NO_LLM):
+                raise ValueError("PILA Physics Label Parser: parser 'llm' needs a model in 'llm_model' (a folder in "
+                                 "models/LLM with a local causal LM, .safetensors weights), or use parser 'default'.")
+            kw["model_dir"] = llm_model_path(llm_model)
         r = parse(prompt, parser=parser, **kw)
         names, conf = apply_overrides(list(r.labels), dict(r.confidences), overrides)
         labels = Labels(names, {k: float(v) for k, v in conf.items()}, r.description)

@@ -9,7 +9,8 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from .common import CATEGORY, correction_inputs, diagnostics_input, patch_model, pooled_conditioning
+from .common import (CATEGORY, correction_inputs, diagnostics_input, executing_node_id, find_correction, notify,
+                     patch_model, pooled_conditioning)
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -61,8 +62,9 @@ class PILAFlowCorrectionSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter, routing, positive, negative, latent_image, seed, steps, cfg, sampler_name,
                 scheduler, denoise=1.0, diagnostics=False, physics=None) -> io.NodeOutput:
-        text = pooled_conditioning(physics if physics is not None else positive)
-        patched, _ = patch_model(model, adapter, routing, text, diagnostics=diagnostics, name="PILA Flow Correction Sampler")
+        name = "PILA Flow Correction Sampler"
+        text = pooled_conditioning(physics if physics is not None else positive, adapter, name=name)
+        patched, _ = patch_model(model, adapter, routing, text, diagnostics=diagnostics, name=name)
         lat = comfy.sample.fix_empty_latent_channels(patched, latent_image["samples"])
         callback = latent_preview.prepare_callback(patched, steps)  # drives the UI progress bar
         samples = comfy.sample.sample(
@@ -107,14 +109,19 @@ class PILAFlowCorrectionSamplerWan22(io.ComfyNode):
     @classmethod
     def execute(cls, model_high_noise, model_low_noise, adapter, routing, positive, negative, latent_image, seed, steps,
                 cfg, sampler_name, scheduler, switch_sigma=0.875, diagnostics=False, physics=None) -> io.NodeOutput:
-        text = pooled_conditioning(physics if physics is not None else positive)
         name = "PILA Flow Correction Sampler (Wan 2.2)"
-        high, rec = patch_model(model_high_noise, adapter, routing, text, diagnostics=diagnostics, name=name)
+        text = pooled_conditioning(physics if physics is not None else positive, adapter, name=name)
+        # step ranges and percents refer to the whole schedule: checked here once, not per half
+        high, rec = patch_model(model_high_noise, adapter, routing, text, diagnostics=diagnostics, name=name,
+                                check_range=False)
         sigmas = comfy.samplers.calculate_sigmas(high.get_model_object("model_sampling"), scheduler, steps).cpu()
+        msg = find_correction(high).begin_run(sigmas)
+        if msg:
+            notify(executing_node_id(), msg)
         switch = switch_step(sigmas, switch_sigma)
-        # the low-noise half counts steps switch+1..N (step ranges refer to the whole schedule); same recorder
+        # the low-noise half counts steps switch+1..N; same recorder
         low, _ = patch_model(model_low_noise, adapter, routing, text, diagnostics=diagnostics, step_offset=switch,
-                             recorder=rec, name=name)
+                             recorder=rec, name=name, check_range=False)
         lat = comfy.sample.fix_empty_latent_channels(high, latent_image["samples"])
         pbar = comfy.utils.ProgressBar(steps)
         disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED

@@ -50,6 +50,7 @@ class PILAAdapter(nn.Module):
         super().__init__()
         config = replace(config or PILAConfig(), **overrides)
         self.config = cfg = config
+        self.nonfinite: Tensor | None = None  # eval: count of dv values the last forward scrubbed of NaN/inf
         H, G = cfg.hidden, cfg.groups
         self.encoder = Encoder(cfg.latent_channels, H, groups=G)  # E + the sigma MLP
         self.scaffold = ScaffoldHead(H)
@@ -138,6 +139,7 @@ class PILAAdapter(nn.Module):
                           keep_views=compute_residuals, keep_change=return_aux)
 
         dv = self.decoder(h, c, ex.refined, v.to(self.dtype))
+        self.nonfinite = (~torch.isfinite(dv)).sum() if not self.training else None  # what the scrub hid (no sync)
         dv = torch.nan_to_num(dv, nan=0.0, posinf=cfg.dv_clamp, neginf=-cfg.dv_clamp).clamp(-cfg.dv_clamp, cfg.dv_clamp)
         if not (return_aux or compute_residuals):
             return dv

@@ -3,13 +3,14 @@ metadata (docs/method.md §2). Every bad file is a ValueError that names the fil
 """
 from __future__ import annotations
 
+from io import BytesIO
 import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes, save_file
 
 from .bank import check_contract, contract_json
 from .config import PILAConfig
@@ -36,12 +37,22 @@ def save_adapter(path: str | os.PathLike, adapter, *, extra_metadata: dict | Non
     return path
 
 
-def _read_header(path: Path) -> tuple[dict, dict[str, tuple[str, list[int]]]]:
-    """(metadata, {key: (dtype, shape)}) from the file's JSON header, with clear errors for non-adapter files."""
-    if not path.is_file():
+def file_signature(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a file, None when it does not exist: how a loader notices a changed adapter file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_header(path: Path, data: bytes | None = None) -> tuple[dict, dict[str, tuple[str, list[int]]]]:
+    """(metadata, {key: (dtype, shape)}) from the file's JSON header (or from `data`, the file's bytes already
+    read), with clear errors for non-adapter files."""
+    if data is None and not path.is_file():
         raise ValueError(f"{path}: no such adapter file. Check the path (adapters are .safetensors files).")
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    size = path.stat().st_size if data is None else len(data)
+    with (open(path, "rb") if data is None else BytesIO(data)) as fh:
         head = fh.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         first = fh.read(1)
@@ -118,11 +129,18 @@ def read_adapter_info(path: str | os.PathLike) -> dict:
 
 def load_adapter(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
     """Build a PILAAdapter from a file's config and load its tensors (bit-exact in the saved dtypes unless
-    `dtype` is given). Missing/unexpected keys and shape mismatches are ValueErrors."""
+    `dtype` is given). The file is read into memory once (not memory-mapped): overwriting or truncating it later
+    leaves the loaded adapter unchanged. Missing/unexpected keys and shape mismatches are ValueErrors."""
     from .adapter import PILAAdapter
 
     path = Path(path)
-    meta, tensors = _read_header(path)
+    try:  # the whole file into memory, never memory-mapped: the loaded adapter must not change with its file
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such adapter file. Check the path (adapters are .safetensors files).") from None
+    except OSError as e:
+        raise ValueError(f"{path}: could not read the file ({e}).") from None
+    meta, tensors = _read_header(path, data)
     config = _check_meta(path, meta, tensors)
     model = PILAAdapter(config)
     expected = {k: list(t.shape) for k, t in model.state_dict().items()}
@@ -140,8 +158,7 @@ def load_adapter(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         raise ValueError(f"{path}: the tensors do not fit the adapter its config describes ({'; '.join(parts)}). "
                          "The file is damaged or was written by another PILA version.")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            state = {k: fh.get_tensor(k) for k in tensors}
+        state = {k: t.clone() for k, t in load_safetensors_bytes(data).items()}  # own storage, not the bytes buffer
     except (SafetensorError, OSError, RuntimeError) as e:
         raise ValueError(f"{path}: could not read the tensors ({e}). The file is damaged; copy it again.") from None
     model.load_state_dict(state, strict=True, assign=True)  # assign: keep the file's dtypes bit-exact

@@ -41,12 +41,20 @@ class CorrectionSettings:
     temperature: float | None = None
     exclude: tuple[str, ...] = ()
     steps: StepRange = field(default_factory=StepRange)
+    start_percent: float = 0.0  # fraction of the schedule where the correction starts (0 = pure noise)
+    end_percent: float = 1.0  # ... and where it ends (1 = the last step); ComfyUI's start/end_percent convention
 
     def __post_init__(self):
         if isinstance(self.steps, str):
             self.steps = parse_steps(self.steps)
         self.exclude = tuple(self.exclude)
         assert 0.0 <= self.gate_floor <= 1.0, f"gate_floor must be in [0, 1], got {self.gate_floor}"
+        assert 0.0 <= self.start_percent <= self.end_percent <= 1.0, \
+            f"need 0 <= start_percent <= end_percent <= 1, got {self.start_percent} and {self.end_percent}"
+
+    @property
+    def all_percent(self) -> bool:
+        return self.start_percent <= 0.0 and self.end_percent >= 1.0
 
 
 @dataclass
@@ -117,7 +125,7 @@ class FlowCorrection:
 
     def __init__(self, adapter: torch.nn.Module, settings: CorrectionSettings | None = None, *,
                  text: Tensor | None = None, labels: Tensor | None = None, recorder: Recorder | None = None,
-                 step_offset: int = 0, name: str = "PILA"):
+                 step_offset: int = 0, name: str = "PILA", sigma_range: tuple[float, float] = (float("inf"), 0.0)):
         cfg = adapter.config
         self.adapter, self.settings, self.recorder, self.name = adapter, settings or CorrectionSettings(), recorder, name
         self.channels, self.text_dim, self.num_categories = cfg.latent_channels, cfg.text_dim, cfg.num_categories
@@ -127,6 +135,9 @@ class FlowCorrection:
             assert labels.numel() == self.num_categories, f"labels must be multi-hot [{self.num_categories}], got {labels.numel()}"
         self.labels = labels
         self.step_offset = step_offset
+        # (sigma_start, sigma_end) from the settings' start/end_percent through the model's own schedule
+        self.sigma_start, self.sigma_end = float(sigma_range[0]), float(sigma_range[1])
+        self._nonfinite: list[Tensor] = []  # per call: dv values the adapter scrubbed of NaN/inf (read once per run)
         self._cache: dict[tuple, tuple[Tensor | None, Tensor | None]] = {}  # (device) -> (text, labels) there
         self._run_ref: Callable[[], Any] | None = None
         self._run_sched: Tensor | None = None
@@ -143,6 +154,49 @@ class FlowCorrection:
                     "VAE space (Wan 2.1 and Wan 2.2 A14B)." if x.shape[1] == 48 else "")
             raise PILAPatchError(f"{self.name}: the latent has {x.shape[1]} channels, the adapter reads "
                                  f"{self.channels}.{hint}")
+
+    # ---- per-run checks (called around a whole sampling run, see nodes/common.py) -------------------------------
+    @property
+    def restricts_sigma(self) -> bool:
+        return not (self.sigma_start == float("inf") and self.sigma_end <= 0.0)
+
+    def in_sigma_range(self, sigma: float) -> bool:
+        return self.sigma_end <= sigma <= self.sigma_start  # as SkipLayerGuidanceDiT / EasyCache compare
+
+    def begin_run(self, sigmas: Tensor) -> str | None:
+        """Before a sampling run with schedule `sigmas` (N + 1 values): a warning when the step range and the
+        start/end percent leave no step of this run to correct (the correction would silently do nothing)."""
+        self._nonfinite = []
+        st = self.settings
+        if st.strength == 0.0 or (st.steps.is_all and not self.restricts_sigma):
+            return None
+        s = sigmas.detach().float().cpu().flatten()
+        n = s.numel() - 1
+        live = [i for i in range(n) if (self.step_offset + i + 1) in st.steps and self.in_sigma_range(float(s[i]))]
+        if live:
+            return None
+        what = []
+        if not st.steps.is_all:
+            what.append(f"step range {st.steps.text!r}")
+        if self.restricts_sigma:
+            what.append(f"start/end percent {st.start_percent:g}-{st.end_percent:g} "
+                        f"(sigma {min(self.sigma_start, 1.0):.3f} to {self.sigma_end:.3f})")
+        first, last = self.step_offset + 1, self.step_offset + n
+        return (f"{self.name}: the {' and the '.join(what)} match none of this run's steps {first}..{last} "
+                f"(sigma {float(s[0]):.3f} to {float(s[n - 1]):.3f}); the correction does nothing in this run. "
+                "Widen the range or set it to 'all' / 0 and 1.")
+
+    def end_run(self) -> str | None:
+        """After a sampling run: a warning when the adapter had to scrub non-finite dv values (one host read)."""
+        counts, self._nonfinite = self._nonfinite, []
+        if not counts:
+            return None
+        bad = int(torch.stack([c.to(counts[0].device) for c in counts]).sum())
+        if bad == 0:
+            return None
+        return (f"{self.name}: the adapter produced {bad} non-finite (NaN/inf) dv values in this run; they were set to 0, "
+                "so the correction was partly or wholly off. The adapter weights are probably damaged or do not fit "
+                "this model: reload or retrain the adapter.")
 
     # ---- per-run bookkeeping ---------------------------------------------------------------------------------
     def _new_run(self, sample_sigmas: Tensor | None) -> bool:
@@ -209,6 +263,9 @@ class FlowCorrection:
         self.check_latent(x)
         assert x0.shape == x.shape, f"{self.name}: the model returned {tuple(x0.shape)} for a latent {tuple(x.shape)}"
 
+        if self.restricts_sigma and not self.in_sigma_range(float(sigma.max())):  # one scalar read, only when set
+            record(False)
+            return x0
         step = None
         if not st.steps.is_all:
             if sample_sigmas is None:
@@ -241,6 +298,8 @@ class FlowCorrection:
                           prior_strength=st.prior_strength, temperature=st.temperature, exclude=st.exclude,
                           return_aux=keep_aux)
         dv = (out.dv if keep_aux else out).to(device=x.device, dtype=torch.float32)
+        if getattr(adapter, "nonfinite", None) is not None:  # the adapter's scrub count for this call, read per run
+            self._nonfinite.append(adapter.nonfinite)
         g = gate(s5, st.gate_floor)  # Eq. 10: floor + (1 - floor) (1 - sigma)^2
         x0_phys = x0f - s5 * (st.strength * g) * dv
         x0_phys = torch.where(live, x0_phys, x0f)

@@ -129,3 +129,28 @@ def test_tensor_mismatches(adapter, tmp_path):
     cfg["hidden"], cfg["wings"] = 16, 2
     bad = _resave(src, tmp_path / "cfg2.safetensors", meta_update={"config": json.dumps(cfg)})
     _raises(bad, "config", "wings")
+
+
+def test_a_loaded_adapter_keeps_its_weights_when_the_file_changes(tmp_path):
+    """In process: the loader reads the file into memory; overwriting or truncating it later changes nothing."""
+    from pila import PILAAdapter, load_adapter, save_adapter
+
+    def tiny_adapter(seed):
+        torch.manual_seed(seed)
+        a = PILAAdapter(hidden=16)
+        with torch.no_grad():
+            a.decoder.out.weight.normal_(0, 0.05)
+        return a
+
+    path = tmp_path / "a.safetensors"
+    save_adapter(path, tiny_adapter(seed=0))
+    adapter = load_adapter(path)
+    before = {k: v.clone() for k, v in adapter.state_dict().items()}
+    save_adapter(tmp_path / "b.safetensors", tiny_adapter(seed=1))
+    with open(path, "r+b") as fh:  # in place, as `cp` does (a memory map would follow the new bytes)
+        fh.write((tmp_path / "b.safetensors").read_bytes())
+    after_overwrite = {k: v.clone() for k, v in adapter.state_dict().items()}
+    with open(path, "r+b") as fh:
+        fh.truncate(100)
+    after = adapter.state_dict()
+    assert all(torch.equal(before[k], after_overwrite[k]) and torch.equal(before[k], after[k]) for k in before)

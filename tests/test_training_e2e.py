@@ -176,8 +176,9 @@ def test_quickstart_command_writes_adapter_and_report(tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "cached 2 clips (skipped none)" in r.stdout
-    from pila import load_adapter
+    from pila import load_adapter, read_adapter_info
     load_adapter(tmp_path / "qs" / "adapter.safetensors")
+    assert "tiny random Wan" in read_adapter_info(tmp_path / "qs" / "adapter.safetensors")["extras"]["toy"]
     assert (tmp_path / "qs" / "report.md").is_file() and (tmp_path / "qs" / "loss_curves.png").is_file()
 
 

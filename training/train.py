@@ -821,7 +821,8 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     if d.main:
         save_adapter(final, plain, extra_metadata={
             "stage": stage, "steps": total, "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("out", "cache")},
-            "seconds": round(time.time() - t0, 1)})
+            "seconds": round(time.time() - t0, 1),
+            **({"toy": "quick start: trained against a tiny random Wan"} if not cfg.wan else {})})
         log.info("stage %s: finished %d steps -> %s", stage, total, final)
     barrier(d)
     return final

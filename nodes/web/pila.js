@@ -18,6 +18,22 @@ function summarize(nodeName, text) {
   }
 }
 
+// Give the box room for the whole report: a minimum height for its lines (long lines wrap), then grow the node
+// to its computed size (never shrink what the user made larger). Without this the text is clipped after a run.
+function fitToText(node, w) {
+  const width = Math.max(120, (node.size?.[0] ?? 400) - 30);
+  const lines = String(w.value ?? "").split("\n")
+    .reduce((n, line) => n + Math.max(1, Math.ceil((line.length * 7) / width)), 0);
+  w.options.getMinHeight = () => Math.min(16 * lines + 16, 480);
+  const grow = () => {
+    const sz = node.computeSize();
+    node.setSize([Math.max(node.size[0], sz[0]), Math.max(node.size[1], sz[1])]);
+    node.setDirtyCanvas?.(true, true);
+  };
+  grow();
+  requestAnimationFrame(grow);  // once more after the DOM widget has laid out
+}
+
 app.registerExtension({
   name: "PILA.ShowInfo",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -35,7 +51,7 @@ app.registerExtension({
         if (w.inputEl) w.inputEl.readOnly = true;
       }
       w.value = summarize(nodeData.name, [].concat(message.text).join("\n"));
-      this.setDirtyCanvas?.(true, true);
+      fitToText(this, w);
     };
   },
 });

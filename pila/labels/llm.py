@@ -121,15 +121,33 @@ def validate_labels(obj: dict) -> tuple[list[str], dict[str, float]]:
     return chosen, conf
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_safetensors_dir(model_dir) -> None:
+    """A local model directory whose weights are .safetensors; pickled weights (.bin/.pt) are refused, because a
+    shared workflow can name the folder and unpickling runs code."""
+    from pathlib import Path
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise OSError(f"LLM model directory {str(model_dir)!r} does not exist; give a local directory holding a "
+                      "causal LM (.safetensors weights) and its tokenizer (nothing is downloaded), or use parser='default'")
+    if any(d.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    found = (f"it holds only pickled weights ({', '.join(pickles[:3])}), which PILA does not load"
+             if pickles else "it holds no .safetensors weights")
+    raise OSError(f"LLM model directory {str(model_dir)!r}: {found}. Use a model saved as safetensors (most Hugging "
+                  "Face models ship model.safetensors; or convert with save_pretrained(..., safe_serialization=True)), "
+                  "or use parser='default'.")
+
+
 class LLMParser:
     """prompt -> ParseResult with a local causal LM (greedy decoding, chat template when the tokenizer has one)."""
     name = "llm"
 
     def __init__(self, model_dir: str, *, device: str = "cpu", max_new_tokens: int = 160, dtype=None):
-        from pathlib import Path
-        if not Path(model_dir).is_dir():
-            raise OSError(f"LLM model directory {model_dir!r} does not exist; give a local directory holding a "
-                          "causal LM and its tokenizer (nothing is downloaded), or use parser='default'")
+        check_safetensors_dir(model_dir)
         from ..compat import ensure_torchvision_importable
         ensure_torchvision_importable()  # transformers imports torchvision; PyPI's build needs this on CPU torch
         try:
@@ -138,7 +156,7 @@ class LLMParser:
             raise ImportError("parser='llm' needs transformers (pip install transformers)") from e
         self.model_dir = str(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        kw = {"local_files_only": True}
+        kw = {"local_files_only": True, "use_safetensors": True}  # never unpickle .bin weights
         if dtype is not None:
             kw["dtype"] = dtype
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, **kw).to(device).eval()

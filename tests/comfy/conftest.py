@@ -153,6 +153,12 @@ def comfy_base(tmp_path_factory, comfyui_path) -> Path:
                 shutil.copy(base / "models" / "pila" / "tiny_pila.safetensors",
                             base / "models" / "pila" / node["widgets_values"][0])
     (base / "models" / "pila" / "not_an_adapter.safetensors").write_bytes(b"\x00" * 64)
+    # LoadImage's file in the I2V template (ComfyUI ships input/example.png; the test server has its own input/)
+    (base / "input").mkdir(exist_ok=True)
+    from PIL import Image
+    g = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(64, 64, 3, generator=g) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(base / "input" / "example.png")  # noise: the test VAE encodes it to a non-zero latent
     return base
 
 

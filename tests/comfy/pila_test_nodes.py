@@ -3,6 +3,8 @@
 PILATestConditioning: a seeded random [1, 512, 4096] CONDITIONING (no UMT5 needed).
 PILATestCallCounter: an APPLY_MODEL wrapper from another "pack" that logs every model call's sigma.
 PILATestCallLog: shows that log (ui text) after sampling.
+PILATestShapeLog: an APPLY_MODEL wrapper that logs the channels of x and c_concat the model is called with.
+PILATestClipVision: a seeded random CLIP_VISION_OUTPUT (penultimate states [1, tokens, 1280]; no CLIP vision model).
 """
 import json
 
@@ -70,7 +72,52 @@ class PILATestCallLog:
         return {"ui": {"text": [json.dumps(LOGS.get(name, []))]}}
 
 
-NODE_CLASS_MAPPINGS = {"PILATestConditioning": PILATestConditioning, "PILATestCallCounter": PILATestCallCounter,
+class PILATestShapeLog:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "name": ("STRING", {"default": "shapes"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "_for_testing/pila_tests"
+
+    def patch(self, model, name):
+        log = LOGS.setdefault(name, [])
+        log.clear()
+
+        def wrapper(executor, x, t, c_concat, *args, **kwargs):
+            log.append([int(x.shape[1]), None if c_concat is None else int(c_concat.shape[1])])
+            return executor(x, t, c_concat, *args, **kwargs)
+
+        m = model.clone()
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "pila_test.shapes", wrapper)
+        return (m,)
+
+
+class _ClipVisionOutput:
+    def __init__(self, states):
+        self.penultimate_hidden_states = states
+        self.image_embeds = states[:, 0]
+        self.last_hidden_state = states
+
+
+class PILATestClipVision:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "tokens": ("INT", {"default": 257, "min": 1, "max": 1024})}}
+
+    RETURN_TYPES = ("CLIP_VISION_OUTPUT",)
+    FUNCTION = "make"
+    CATEGORY = "_for_testing/pila_tests"
+
+    def make(self, seed, tokens):
+        g = torch.Generator().manual_seed(seed)
+        return (_ClipVisionOutput(torch.randn(1, tokens, 1280, generator=g)),)
+
+
+NODE_CLASS_MAPPINGS = {"PILATestShapeLog": PILATestShapeLog, "PILATestClipVision": PILATestClipVision,
+                       "PILATestConditioning": PILATestConditioning, "PILATestCallCounter": PILATestCallCounter,
                        "PILATestCallLog": PILATestCallLog}
 
 

@@ -219,9 +219,10 @@ def test_unservable_model_and_bad_adapter_give_clear_errors(comfy_server):
     assert err[0][1]["node_type"] == "PILAFlowCorrection"
     g = with_pila(base_graph("badfile"))
     g["adapter"]["inputs"]["adapter_name"] = "not_an_adapter.safetensors"
-    err = comfy_server.run(g)["error"]
-    assert err and "not a safetensors file" in err[0][1]["exception_message"], err
-    assert err[0][1]["node_type"] == "PILAAdapterLoader"
+    r = comfy_server.post("/prompt", {"prompt": g, "client_id": "badfile"})  # refused before anything runs
+    errors = r["node_errors"]["adapter"]["errors"]
+    assert len(errors) == 1 and errors[0]["extra_info"]["input_name"] == "adapter_name", errors
+    assert "not a safetensors file" in errors[0]["details"], errors
 
 
 def test_sampler_node_and_label_parser(comfy_server):

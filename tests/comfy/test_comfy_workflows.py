@@ -11,6 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+NOTES = {"Note", "MarkdownNote"}
+TITLE_H = 30  # LiteGraph draws a node's title bar above its position
 
 # The frontend (comfyui-frontend-package) ships its schema as zod code, not JSON Schema; this mirrors its
 # `zComfyWorkflow` (format 0.4) with the same required fields and types. test_schema_mirrors_the_frontend checks
@@ -132,6 +134,8 @@ def widget_specs(info: dict) -> list[tuple[str, object, dict]]:
                 specs.append((name, typ, opts))
                 if opts.get("control_after_generate"):
                     specs.append((f"{name} (control after generate)", "CONTROL", {}))
+                if opts.get("image_upload"):  # the frontend's upload button is a widget too (value "image")
+                    specs.append((f"{name} (upload)", "UPLOAD", {}))
     return specs
 
 
@@ -139,6 +143,8 @@ def check_value(node: str, name: str, typ, opts: dict, v):
     where = f"{node}.{name} = {v!r}"
     if typ == "CONTROL":
         assert v in CONTROL_VALUES, where
+    elif typ == "UPLOAD":
+        assert v == "image", where
     elif isinstance(typ, list) or typ == "COMBO":
         options = typ if isinstance(typ, list) else opts.get("options", [])
         assert v in options, f"{where} is not one of {options[:12]}"
@@ -161,6 +167,8 @@ def test_every_node_and_widget_value_is_legal(path, object_info):
     wf = json.loads(path.read_text())
     for n in wf["nodes"]:
         t = n["type"]
+        if t in NOTES:  # frontend-only nodes, never sent to the server
+            continue
         assert t in object_info, f"{path.name}: node type {t} is unknown to ComfyUI (missing node)"
         info = object_info[t]
         specs = widget_specs(info)
@@ -184,8 +192,74 @@ def test_every_node_and_widget_value_is_legal(path, object_info):
 @pytest.mark.comfyui
 @pytest.mark.slow
 def test_workflows_are_served_as_templates(comfy_server):
+    import urllib.request
+
     listed = comfy_server.get("/workflow_templates")
     assert sorted(listed.get("comfyui-pila", [])) == sorted(p.stem for p in WORKFLOWS)
     for p in WORKFLOWS:
         served = comfy_server.get(f"/api/workflow_templates/comfyui-pila/{p.name}")
         assert served == json.loads(p.read_text())
+        # the template browser asks for <name>.jpg next to each template (a 404 otherwise)
+        with urllib.request.urlopen(f"{comfy_server.url}/api/workflow_templates/comfyui-pila/{p.stem}.jpg") as r:
+            assert r.status == 200 and r.read(3) == b"\xff\xd8\xff", f"{p.stem}.jpg is not a JPEG"
+
+
+# ---- like ComfyUI's own templates --------------------------------------------------------------------------------
+def box(n: dict) -> tuple[float, float, float, float]:
+    x, y = n["pos"]
+    w, h = n["size"]
+    return x, y - TITLE_H, x + w, y + h
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_every_workflow_is_built_by_the_generator():
+    """workflows/build_workflows.py is the single source of the JSON files and their thumbnails."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_workflows", REPO / "workflows" / "build_workflows.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert sorted(mod.WORKFLOWS) == sorted(p.stem for p in WORKFLOWS)
+    for name, build in mod.WORKFLOWS.items():
+        assert json.loads(json.dumps(build())) == json.loads((REPO / "workflows" / f"{name}.json").read_text()), \
+            f"{name}.json is out of date: run python workflows/build_workflows.py"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_templates_are_laid_out_like_the_official_ones(path):
+    wf = json.loads(path.read_text())
+    nodes = wf["nodes"]
+    assert (path.parent / f"{path.stem}.jpg").is_file(), "a thumbnail <name>.jpg for the template browser"
+    # readable titles on every node, notes and groups are added after the executable nodes (stable ids)
+    assert all(n.get("title") for n in nodes), [n["type"] for n in nodes if not n.get("title")]
+    first_note = min(n["id"] for n in nodes if n["type"] in NOTES)
+    assert all(n["id"] < first_note for n in nodes if n["type"] not in NOTES)
+    # no two nodes overlap (title bars included), no two groups overlap
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            assert not overlap(box(a), box(b)), f"{a.get('title')} overlaps {b.get('title')}"
+    groups = wf["groups"]
+    assert len(groups) >= 5 and all(g["title"].startswith(("Step", "Diagnostics")) for g in groups)
+    gboxes = [(x, y, x + w, y + h) for x, y, w, h in (g["bounding"] for g in groups)]
+    for i, a in enumerate(gboxes):
+        for b in gboxes[i + 1:]:
+            assert not overlap(a, b), (groups[i]["title"], a, b)
+    # every executable node sits inside exactly one group; notes sit outside all
+    for n in nodes:
+        bx = box(n)
+        inside = [g["title"] for g, gb in zip(groups, gboxes)
+                  if gb[0] <= bx[0] and gb[1] <= bx[1] and bx[2] <= gb[2] and bx[3] <= gb[3]]
+        assert len(inside) == (0 if n["type"] in NOTES else 1), (n.get("title"), inside)
+    # a Markdown note with the model files and their folders, and one saying that no PILA weights exist
+    notes = "\n".join(n["widgets_values"][0] for n in nodes if n["type"] in NOTES)
+    assert "No PILA adapter weights have been published" in notes and "training/" in notes
+    for n in nodes:
+        for m in n.get("properties", {}).get("models", []):
+            assert m["name"] in notes and f"models/{m['directory']}/" in notes, m["name"]
+    # seeds randomize
+    for n in nodes:
+        if n["type"] in ("KSampler", "PILAFlowCorrectionSampler", "PILAFlowCorrectionSamplerWan22", "PrimitiveInt"):
+            assert n["widgets_values"][1] == "randomize", (n["title"], n["widgets_values"][:2])
