@@ -1,4 +1,4 @@
-"""PILA Flow Correction: MODEL -> patched MODEL (a stackable APPLY_MODEL wrapper on a clone, SPEC section 8)."""
+"""PILA Flow Correction: MODEL -> patched MODEL (a stackable APPLY_MODEL wrapper on a clone, docs/method.md §8)."""
 from __future__ import annotations
 
 from comfy_api.latest import io

@@ -1,4 +1,4 @@
-"""PILA Physics Label Parser: prompt -> the 8 category labels and a physics-oriented description (SPEC section 9)."""
+"""PILA Physics Label Parser: prompt -> the 8 category labels and a physics-oriented description (docs/method.md §9)."""
 from __future__ import annotations
 
 import os

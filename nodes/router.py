@@ -1,4 +1,4 @@
-"""PILA Expert Router: labels -> routing settings (LPMER knobs, SPEC sections 4 and 8)."""
+"""PILA Expert Router: labels -> routing settings (LPMER knobs, docs/method.md §4 and §8)."""
 from __future__ import annotations
 
 from comfy_api.latest import io, ui
