@@ -747,7 +747,6 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     from tqdm import tqdm
     bar = tqdm(total=total, initial=start, desc=f"stage {stage}", disable=not (cfg.progress and d.main),
                dynamic_ncols=True, unit="step")
-    params = [p for g in opt.param_groups for p in g["params"]]
     t0, done = time.time(), 0
     metrics_path = Path(cfg.out) / "metrics.jsonl"
     for step in range(start, total):
@@ -779,7 +778,10 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
         else:
             if cfg.strategy == "fsdp" and d.world > 1:
                 _average_replicated_grads(model.adapter.csrc.parameters(), d)
-            gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else float("nan")
+            # clip over what this step trains: a group at lr 0 (Stage C's u_head, its encoder group before the
+            # switch) still gets gradients, but must not inflate the norm that scales the others
+            params = [p for g in opt.param_groups if g["lr"] > 0 for p in g["params"]]
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 and params else float("nan")
             opt.step()
             opt.zero_grad(set_to_none=True)
         logs_acc = _reduce_logs(logs_acc, d)

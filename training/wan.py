@@ -186,15 +186,20 @@ class FrozenWan(nn.Module):
     def text_dim(self) -> int:
         return self.model.config.text_dim
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' compute dtype: the patch embedding's (diffusers keeps norms, the time embedder and the
+        modulation tables in fp32 under bf16, so the first parameter says nothing)."""
+        return self.compute_dtype or self.model.patch_embedding.weight.dtype
+
     @torch.no_grad()
     def forward(self, x_t: Tensor, sigma: Tensor, text_states: Tensor) -> Tensor:
         assert x_t.ndim == 5, f"latents are [B, C, T, H, W], got {tuple(x_t.shape)}"
         B = x_t.shape[0]
         sigma = sigma.reshape(-1).expand(B) if sigma.numel() == 1 else sigma.reshape(B)
-        dtype = self.compute_dtype or next(self.model.parameters()).dtype
-        ctx = (torch.autocast(x_t.device.type, dtype=torch.bfloat16)
-               if dtype == torch.bfloat16 and x_t.device.type == "cuda" else nullcontext())
-        with ctx:
-            v = self.model(hidden_states=x_t.to(dtype), timestep=(sigma * 1000).to(dtype),
-                           encoder_hidden_states=text_states.to(dtype), return_dict=False)[0]
+        dtype = self.dtype
+        # latents and text in the weights' dtype; the timestep stays fp32 (as ComfyUI keeps it: 1000 sigma in
+        # bf16 would round 833.3 to 832); diffusers' fp32 modules take it from there, so no autocast is needed
+        v = self.model(hidden_states=x_t.to(dtype), timestep=sigma.float() * 1000,
+                       encoder_hidden_states=text_states.to(dtype), return_dict=False)[0]
         return v.float()
