@@ -54,14 +54,59 @@ def save_checkpoint(path: Path, model: StageModel, opt: torch.optim.Optimizer, m
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"pila_train_state": json.dumps(meta)})
+    if path.is_file():  # the previous checkpoint stays as the fallback for a damaged newest one
+        os.replace(path, previous(path))
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: StageModel, opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict:
+def previous(path: Path) -> Path:
+    """`ckpt.safetensors` -> `ckpt.prev.safetensors`, the checkpoint before the newest."""
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated by a full disk, a copy cut short, ...)."""
+
+
+def _read(path: Path) -> tuple[dict, dict[str, Tensor]]:
+    """(state JSON, every tensor) of one checkpoint, or CheckpointError naming the file."""
     from safetensors import safe_open
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        meta = json.loads(fh.metadata()["pila_train_state"])
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = json.loads((fh.metadata() or {})["pila_train_state"])
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as e:  # SafetensorError, a missing metadata key, bad JSON: all mean the file is damaged
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+    return meta, tensors
+
+
+def resume(path: Path, model: StageModel, opt: torch.optim.Optimizer, cfg: TrainConfig, log=None) -> dict:
+    """Load the newest readable checkpoint of a stage: `path`, else the one before it (`ckpt.prev.safetensors`).
+
+    Neither readable: a CheckpointError that names the files and says how to restart the stage."""
+    errors = []
+    for p in (path, previous(path)):
+        if not p.is_file():
+            continue
+        try:
+            meta, tensors = _read(p)
+        except CheckpointError as e:
+            errors.append(str(e))
+            if log is not None:
+                log.warning("%s; trying the previous checkpoint", e)
+            continue
+        return load_checkpoint(p, model, opt, cfg, _state=(meta, tensors))
+    raise CheckpointError(
+        "cannot resume: " + "; ".join(errors) + f". No earlier readable checkpoint of this stage is left. "
+        f"Delete {path.parent} to restart this stage from its beginning (finished earlier stages are kept), "
+        "or copy an intact checkpoint back to " + str(path))
+
+
+def load_checkpoint(path: Path, model: StageModel, opt: torch.optim.Optimizer, cfg: TrainConfig, *,
+                    _state: tuple[dict, dict] | None = None) -> dict:
+    """Restore model, optimizer and RNG states from one checkpoint file (read all of it first: a damaged file
+    raises CheckpointError before anything is changed)."""
+    meta, tensors = _state or _read(path)
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     oj = meta["optimizer"]
     state: dict = {}

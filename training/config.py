@@ -65,6 +65,8 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     stop_after: int = 0  # stop this invocation after N optimizer steps (0 = run to the end); for kill tests
+    kill_after: int = 0  # test hook: SIGKILL this process after its N-th optimizer step, before that step's checkpoint
+    allow_config_change: bool = False  # continue a run directory made with a different config (both are recorded)
 
     def steps(self, n: int) -> int:
         """A schedule length in this recipe's scale (0 stays 0, others at least 1)."""
@@ -89,30 +91,74 @@ def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"{path}: unknown config keys {unknown}")
+        raise ConfigError(f"{path}: unknown config keys {unknown}{_did_you_mean(unknown, fields)}; "
+                          f"valid keys: {', '.join(sorted(fields))}")
     i = 0
     while i < len(overrides):
         tok = overrides[i]
         i += 1
         if not tok.startswith("--"):
-            raise ValueError(f"unexpected argument {tok!r}; overrides are --key value or --key=value")
+            raise ConfigError(f"unexpected argument {tok!r}; overrides are --key value or --key=value")
         key, eq, val = tok[2:].partition("=")
         key = key.replace("-", "_")
         if key not in fields:
-            raise ValueError(f"unknown option --{key}; options: {', '.join(sorted(fields))}")
+            raise ConfigError(f"unknown option --{key}{_did_you_mean([key], fields)}; options: {', '.join(sorted(fields))}")
         default = TrainConfig.__dataclass_fields__[key].default
         if not eq:
             if isinstance(default, bool) and (i >= len(overrides) or overrides[i].startswith("--")):
                 val = "true"  # a bare --flag
             else:
                 if i >= len(overrides):
-                    raise ValueError(f"--{key} needs a value")
+                    raise ConfigError(f"--{key} needs a value")
                 val, i = overrides[i], i + 1
-        values[key] = _parse(val, default)
+        try:
+            values[key] = _parse(val, default)
+        except ValueError:
+            raise ConfigError(f"--{key} {val!r}: expected a {type(default).__name__} like {default!r}") from None
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    assert cfg.strategy in ("ddp", "fsdp", "deepspeed"), f"strategy must be ddp, fsdp or deepspeed, got {cfg.strategy!r}"
-    assert set(cfg.stages) <= set("ABC") and cfg.stages, f"stages must be letters of 'ABC', got {cfg.stages!r}"
+    if cfg.strategy not in ("ddp", "fsdp", "deepspeed"):
+        raise ConfigError(f"strategy must be ddp, fsdp or deepspeed, got {cfg.strategy!r}")
+    if not cfg.stages or not set(cfg.stages) <= set("ABC"):
+        raise ConfigError(f"stages must be letters of 'ABC', got {cfg.stages!r}")
+    if cfg.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"precision must be auto, bf16 or fp32, got {cfg.precision!r}")
     return cfg
+
+
+class ConfigError(ValueError):
+    """A config file or command line the trainer cannot use; raised before anything is written."""
+
+
+def _did_you_mean(keys, fields) -> str:
+    import difflib
+    hints = [f"{k} -> {m[0]}" for k in keys if (m := difflib.get_close_matches(k, fields, n=1))]
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+# keys that change nothing about the weights a run directory holds (where and how to log, which stages this
+# invocation runs, how often to checkpoint); every other key must match to continue a run
+RUN_NEUTRAL = ("out", "stages", "num_workers", "log_every", "ckpt_every", "tensorboard", "progress", "stop_after",
+               "kill_after", "allow_config_change")
+
+
+def config_diff(old: dict, cfg: TrainConfig) -> dict[str, tuple]:
+    """{key: (recorded, now)} for the keys that differ between a run directory's config.json and `cfg`."""
+    new = dataclasses.asdict(cfg)
+    norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731  (JSON has no tuples)
+    return {k: (old.get(k, "<absent>"), new[k]) for k in new
+            if k not in RUN_NEUTRAL and norm(old.get(k, "<absent>")) != norm(new[k])}
+
+
+def option_help() -> dict[str, str]:
+    """Each config key's `# comment` in TrainConfig, as its --help text."""
+    import inspect
+    import re
+    out = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=\s*[^#]+?(?:#\s*(.*))?$", line)
+        if m:
+            out[m.group(1)] = m.group(2) or ""
+    return out
 
 
 def _parse(val: str, default):

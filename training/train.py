@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -45,8 +46,8 @@ from pila import PILAAdapter, PILAConfig, load_adapter, save_adapter
 from pila.taxonomy import CATEGORIES  # noqa: F401  (re-exported)
 
 # the concepts live in their own modules; `training.train` re-exports every name other code imports from it
-from .checkpoint import DS_TAG, _atomic_text, load_checkpoint, save_checkpoint  # noqa: F401
-from .config import TrainConfig, _parse, load_config  # noqa: F401
+from .checkpoint import DS_TAG, CheckpointError, _atomic_text, load_checkpoint, resume, save_checkpoint  # noqa: F401
+from .config import ConfigError, TrainConfig, _parse, config_diff, load_config, option_help  # noqa: F401
 from .distributed import (Dist, _average_replicated_grads, _full, _full_state, _is_dist, _reduce_logs,  # noqa: F401
                           _use_bf16, barrier, checksum, init_distributed, wrap)
 from .losses import (PHASE_TERMS, boot_mask, jacobian, normalise_energy, physical_mask, routed_field_mask,  # noqa: F401
@@ -129,8 +130,8 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     if engine is not None and ckpt.with_suffix(".json").is_file():
         engine.load_checkpoint(str(sdir / "deepspeed"), tag=DS_TAG)
         start = json.loads(ckpt.with_suffix(".json").read_text())["step"]
-    elif ckpt.is_file():
-        meta = load_checkpoint(ckpt, model, opt, cfg)
+    elif ckpt.is_file() or ckpt.with_name("ckpt.prev.safetensors").is_file():
+        meta = resume(ckpt, model, opt, cfg, log=log if d.main else None)
         start = meta["step"]
         if d.main:
             log.info("stage %s: resumed at step %d / %d from %s", stage, start, total, ckpt)
@@ -152,26 +153,31 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
         knobs = stage_knobs(stage, step, cfg)
         _set_lrs(opt, stage, knobs, cfg)
         logs_acc: dict[str, float] = {}
-        for a in range(cfg.grad_accum):
-            batch = {k: v.to(d.device, non_blocking=True) for k, v in next(batches).items()}
-            pos = stream.positions(step, a, d.rank, d.world, cfg.batch_size)
-            x_t, sigma, target = _noise(batch["latents"], stage, step, pos, knobs, cfg)
-            v = backbone(x_t, sigma, batch["text"])
-            batch["target"] = target
-            last_micro = a == cfg.grad_accum - 1
-            if hasattr(module, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-step
-                module.set_requires_gradient_sync(last_micro)
-            sync = last_micro or engine is not None or not hasattr(module, "no_sync")
-            with (nullcontext() if sync else module.no_sync()), amp():
-                loss, logs = module(stage, x_t, sigma, v, batch, knobs)
-            if engine is not None:  # DeepSpeed scales by 1/accum and steps only at the accumulation boundary
-                engine.backward(loss)
-                engine.step()
-            else:
-                (loss / cfg.grad_accum).backward()
-            logs["loss"] = loss.detach()
-            for k, val in logs.items():
-                logs_acc[k] = logs_acc.get(k, 0.0) + float(val) / cfg.grad_accum
+        batch = None
+        try:
+            for a in range(cfg.grad_accum):
+                batch = {k: v.to(d.device, non_blocking=True) for k, v in next(batches).items()}
+                pos = stream.positions(step, a, d.rank, d.world, cfg.batch_size)
+                x_t, sigma, target = _noise(batch["latents"], stage, step, pos, knobs, cfg)
+                v = backbone(x_t, sigma, batch["text"])
+                batch["target"] = target
+                last_micro = a == cfg.grad_accum - 1
+                if hasattr(module, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-step
+                    module.set_requires_gradient_sync(last_micro)
+                sync = last_micro or engine is not None or not hasattr(module, "no_sync")
+                with (nullcontext() if sync else module.no_sync()), amp():
+                    loss, logs = module(stage, x_t, sigma, v, batch, knobs)
+                if engine is not None:  # DeepSpeed scales by 1/accum and steps only at the accumulation boundary
+                    engine.backward(loss)
+                    engine.step()
+                else:
+                    (loss / cfg.grad_accum).backward()
+                logs["loss"] = loss.detach()
+                for k, val in logs.items():
+                    logs_acc[k] = logs_acc.get(k, 0.0) + float(val) / cfg.grad_accum
+        except torch.OutOfMemoryError as e:
+            shape = tuple(batch["latents"].shape) if batch is not None else None
+            raise StepOutOfMemory(stage, step, shape, cfg, d) from e
         if engine is not None:
             gnorm = float(engine.get_global_grad_norm() or float("nan"))
         else:
@@ -204,6 +210,8 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
             bar.update(1)
         last = step + 1 == total
         stopping = cfg.stop_after > 0 and done >= cfg.stop_after
+        if cfg.kill_after > 0 and done >= cfg.kill_after:  # test hook: die like a preempted machine, mid-stage
+            os.kill(os.getpid(), signal.SIGKILL)
         if (cfg.ckpt_every > 0 and (step + 1) % cfg.ckpt_every == 0) or stopping or last:
             save_checkpoint(ckpt, model, opt, {"stage": stage, "step": step + 1, "epoch": stream.epoch(step + 1),
                                                "position": (step + 1) * G, "total": total}, cfg, d, engine)
@@ -226,6 +234,23 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
         log.info("stage %s: finished %d steps -> %s", stage, total, final)
     barrier(d)
     return final
+
+
+class StepOutOfMemory(RuntimeError):
+    """Out of memory in a training step: which stage, which size, and what to reduce."""
+
+    def __init__(self, stage: str, step: int, latents: tuple | None, cfg: TrainConfig, d: Dist):
+        free = ""
+        if d.device.type == "cuda":
+            total = torch.cuda.get_device_properties(d.device).total_memory / 2 ** 30
+            free = f" on {torch.cuda.get_device_name(d.device)} ({total:.0f} GiB)"
+        size = f"latents {list(latents)} (batch, channels, frames, height, width)" if latents else "its first batch"
+        super().__init__(
+            f"out of memory in stage {stage} at step {step}{free} with {size}, batch_size {cfg.batch_size}, "
+            f"Wan {cfg.wan_config}, adapter hidden {cfg.hidden}, precision {cfg.precision}. Reduce --batch_size "
+            "(raise --grad_accum to keep the global batch), cache shorter or smaller clips (training.cache --frames / "
+            "--height / --width), or shard the adapter state with --strategy fsdp or --strategy deepspeed.")
+        self.stage, self.step = stage, step
 
 
 class StopTraining(Exception):
@@ -265,9 +290,9 @@ def train(cfg: TrainConfig, *, data=None, backbone=None, d: Dist | None = None) 
     if data is None:
         from .cache import CachedClips
         data = CachedClips(cfg.cache)
+    check_precision(cfg, d)
     if d.main:
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out) / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        record_config(cfg)
         skipped = getattr(data, "index", {}).get("skipped", {})
         log.info("data: %d cached clips used%s", len(data), f", skipped while caching: {skipped}" if skipped else "")
     backbone = backbone or build_backbone(cfg, d)
@@ -289,6 +314,43 @@ def train(cfg: TrainConfig, *, data=None, backbone=None, d: Dist | None = None) 
     return path
 
 
+def record_config(cfg: TrainConfig) -> None:
+    """Write `<out>/config.json`, or check it: a run directory holds weights made with one config.
+
+    A different config (other than RUN_NEUTRAL keys such as --stages or --out) is refused with the differing
+    keys, before anything is written; with --allow_config_change it continues, keeps the original config.json
+    and records the new one as `config_changed_<n>.json` (with the differences)."""
+    out = Path(cfg.out)
+    path = out / "config.json"
+    if path.is_file():
+        diff = config_diff(json.loads(path.read_text()), cfg)
+        if diff and not cfg.allow_config_change:
+            lines = "\n".join(f"  {k}: run has {a!r}, this command {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise ConfigError(f"{out} was made with a different config:\n{lines}\nUse the same settings to continue it, "
+                              "a new --out for a new run, or --allow_config_change to continue it anyway (both configs "
+                              "are then recorded in the run directory).")
+        if diff:
+            n = len(list(out.glob("config_changed_*.json"))) + 1
+            _atomic_text(out / f"config_changed_{n}.json", json.dumps(
+                {"changed": {k: {"was": a, "now": b} for k, (a, b) in diff.items()}, "config": asdict(cfg)}, indent=1))
+            log.warning("%s: continuing with a changed config (%s); recorded in config_changed_%d.json",
+                        out, ", ".join(sorted(diff)), n)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_text(path, json.dumps(asdict(cfg), indent=1))
+
+
+def check_precision(cfg: TrainConfig, d: Dist) -> None:
+    """bf16 is the paper's precision; a GPU without it (V100, T4) trains only on an explicit --precision fp32."""
+    if d.device.type != "cuda" or cfg.precision == "fp32":
+        return
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        name = torch.cuda.get_device_name(d.device)
+        raise SystemExit(f"{name} has no bf16 support; the recipe trains in bf16 (precision = {cfg.precision!r}). "
+                         "Pass --precision fp32 to train in fp32 (about twice the memory, slower), or use a GPU "
+                         "with bf16 (A100, H100, RTX 30xx/40xx or newer).")
+
+
 def _check_ranks_agree(path: Path, cfg: TrainConfig, d: Dist) -> None:
     """Every rank reports a checksum of its own adapter weights; they must agree (written to rank_checksums.json)."""
     import torch.distributed as dist
@@ -303,19 +365,44 @@ def _check_ranks_agree(path: Path, cfg: TrainConfig, d: Dist) -> None:
 _LAST_CHECKSUM: dict = {}
 
 
+def parser() -> argparse.ArgumentParser:
+    """--config plus one option per TrainConfig key, with its default and its comment as help."""
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="a .toml or .json recipe (training/configs/paper.toml, tiny_cpu.toml); "
+                   "options given here override it")
+    helps = option_help()
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        kw = dict(nargs="?", const="true") if isinstance(default, bool) else {}
+        p.add_argument(f"--{f.name}", default=argparse.SUPPRESS, metavar=type(default).__name__.upper(),
+                       help=f"{helps.get(f.name, '')} (default: {shown})".lstrip(), **kw)
+    return p
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                add_help=True)
-    p.add_argument("--config", default=None, help="a .toml or .json recipe (training/configs/paper.toml, tiny_cpu.toml)")
-    args, rest = p.parse_known_args(argv)
-    cfg = load_config(args.config, rest)
+    ns, unknown = parser().parse_known_args(argv)  # unknown options go on to load_config, which names the valid keys
+    args = vars(ns)
+    rest = [tok for k, v in args.items() if k != "config" for tok in (f"--{k}", str(v))] + unknown
+    try:
+        cfg = load_config(args.get("config"), rest)
+    except (ConfigError, FileNotFoundError) as e:
+        raise SystemExit(f"training.train: {e}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     d = init_distributed()
     if not d.main:
         logging.getLogger().setLevel(logging.WARNING)
-    out = train(cfg, d=d)
+    try:
+        out = train(cfg, d=d)
+    except (ConfigError, CheckpointError, StepOutOfMemory) as e:
+        raise SystemExit(f"training.train: {e}") from None
     if d.main and out is not None:
         print(f"adapter: {out}")
     if d.world > 1:
         import torch.distributed as dist
         dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
