@@ -293,7 +293,8 @@ def train(cfg: TrainConfig, *, data=None, backbone=None, d: Dist | None = None) 
     check_precision(cfg, d)
     if d.main:
         record_config(cfg)
-        skipped = getattr(data, "index", {}).get("skipped", {})
+        index = getattr(data, "index", None)  # a CachedClips' index.json (a plain list of items has none)
+        skipped = index.get("skipped", {}) if isinstance(index, dict) else {}
         log.info("data: %d cached clips used%s", len(data), f", skipped while caching: {skipped}" if skipped else "")
     backbone = backbone or build_backbone(cfg, d)
     path = None

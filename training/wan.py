@@ -88,16 +88,39 @@ def diffusers_to_wan(state_dict: dict[str, Tensor], *, prefix: str = "") -> dict
 
 # --- loading ---------------------------------------------------------------------------------------------
 
-def build_wan(config: str | dict = "1.3b", *, device="cpu", dtype=torch.float32, seed: int | None = None) -> nn.Module:
-    """A randomly initialised WanTransformer3DModel (no download); `seed` makes it reproducible."""
+def build_wan(config: str | dict = "1.3b", *, device="cpu", dtype=torch.float32, seed: int | None = None,
+              init_in_dtype: bool = False) -> nn.Module:
+    """A randomly initialised WanTransformer3DModel (no download); `seed` makes it reproducible.
+
+    init_in_dtype: create the weights directly in `dtype` (a real-size 1.3B in bf16 is 2.6 GB instead of an fp32
+    copy first); the default initialises in fp32 and casts, so a bf16 and an fp32 build share their weights."""
     from diffusers import WanTransformer3DModel
     cfg = wan_config(config)
     gen_ctx = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
     with gen_ctx:
         if seed is not None:
             torch.manual_seed(seed)
-        model = WanTransformer3DModel.from_config(cfg)
-    return cast_wan(model, dtype).to(device=device)
+        if not init_in_dtype:
+            return cast_wan(WanTransformer3DModel.from_config(cfg), dtype).to(device=device)
+        with torch.device("meta"):
+            model = WanTransformer3DModel.from_config(cfg)
+        model = cast_wan(model, dtype).to_empty(device=device)
+        _rebuild_meta_buffers(model)
+        # a cheap stand-in for diffusers' init (drawing 1.4e9 numbers takes a minute on one core): windows of one
+        # pool of uniform(-sqrt 3, sqrt 3) numbers (unit variance) scaled by 1/sqrt(fan_in); zero biases, unit norms
+        n_max = max(p.numel() for p in model.parameters())
+        pool = torch.empty(n_max + 1_000_003).uniform_(-3 ** 0.5, 3 ** 0.5)
+        with torch.no_grad():
+            for i, (name, p) in enumerate(model.named_parameters()):
+                if name.endswith("bias"):
+                    p.zero_()
+                elif "norm" in name and p.ndim == 1:
+                    p.fill_(1.0)
+                else:
+                    off = (i * 7919) % 1_000_003
+                    fan_in = p[0].numel() if p.ndim >= 2 else p.shape[-1]
+                    p.copy_(pool[off:off + p.numel()].view_as(p) * fan_in ** -0.5)
+    return model
 
 
 def read_wan_file(path: str | Path) -> dict[str, Tensor]:
@@ -133,15 +156,22 @@ def load_wan(path: str | Path, config: str | dict = "1.3b", *, device="cpu", dty
     keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
     model.load_state_dict({k: v.to(torch.float32 if _keep_fp32(k, keep) else dtype) for k, v in sd.items()},
                           strict=True, assign=True)
-    # non-persistent buffers (the RoPE tables) were made on the meta device: rebuild them on the CPU
-    for mod in model.modules():
-        for name, buf in list(mod._buffers.items()):
-            if buf is not None and buf.is_meta:
-                fresh = type(mod)(*_rope_args(mod)) if hasattr(mod, "freqs_cos") else None
-                if fresh is None:
-                    raise RuntimeError(f"cannot rebuild buffer {name} of {type(mod).__name__}")
-                mod._buffers[name] = fresh._buffers[name]
+    _rebuild_meta_buffers(model)
     return model.to(device=device)
+
+
+def _rebuild_meta_buffers(model: nn.Module) -> None:
+    """Non-persistent buffers (the RoPE tables) made on the meta device, or emptied by to_empty: rebuild them."""
+    for mod in model.modules():
+        if hasattr(mod, "freqs_cos"):
+            fresh = type(mod)(*_rope_args(mod))
+            for name in list(mod._buffers):
+                mod._buffers[name] = fresh._buffers[name].to(next(iter(mod._buffers.values())).device
+                                                             if not mod._buffers[name].is_meta else "cpu")
+            continue
+        for name, buf in mod._buffers.items():
+            if buf is not None and buf.is_meta:
+                raise RuntimeError(f"cannot rebuild buffer {name} of {type(mod).__name__}")
 
 
 def _keep_fp32(name: str, keep: tuple[str, ...]) -> bool:
