@@ -124,23 +124,56 @@ def build_wan(config: str | dict = "1.3b", *, device="cpu", dtype=torch.float32,
 
 
 def read_wan_file(path: str | Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
+    """The Wan transformer's tensors from any layout of `training.weights` (file, sharded release, diffusers)."""
+    from .weights import component_dir, read_state_dict
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Wan weights not found at {path}: pass the single .safetensors file ComfyUI uses "
-                                "(models/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors)")
-    return load_file(str(path))
+    if not path.exists():
+        raise FileNotFoundError(f"Wan weights not found at {path}: pass ComfyUI's single .safetensors file "
+                                "(models/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors), the original release "
+                                "folder (sharded, with its index) or a diffusers folder")
+    return read_state_dict(component_dir(path, "transformer"), what="Wan transformer")
+
+
+def layout_config(path: str | Path) -> dict | None:
+    """The architecture a folder states: a diffusers `WanTransformer3DModel` config.json, or the original release's
+    (`dim`, `num_heads`, ...) mapped to diffusers names; None for a single file."""
+    from .weights import component_dir, read_config
+    raw = read_config(component_dir(path, "transformer"))
+    if raw is None:
+        return None
+    if raw.get("_class_name") == "WanTransformer3DModel":
+        return wan_config(raw)
+    if "dim" in raw and "num_heads" in raw:  # the original Wan release's config.json
+        if raw.get("model_type", "t2v") != "t2v":
+            raise ValueError(f"{path}: a Wan {raw['model_type']!r} model; training uses the T2V transformer")
+        cfg = wan_config("1.3b")
+        cfg.update(num_attention_heads=raw["num_heads"], attention_head_dim=raw["dim"] // raw["num_heads"],
+                   ffn_dim=raw["ffn_dim"], freq_dim=raw.get("freq_dim", 256), num_layers=raw["num_layers"],
+                   in_channels=raw.get("in_dim", 16), out_channels=raw.get("out_dim", 16),
+                   text_dim=raw.get("text_dim", 4096), eps=raw.get("eps", 1e-6))
+        return cfg
+    return None
 
 
 def load_wan(path: str | Path, config: str | dict = "1.3b", *, device="cpu", dtype=torch.bfloat16) -> nn.Module:
-    """Load the single-file Wan checkpoint into diffusers' WanTransformer3DModel.
+    """Load a Wan 2.1 T2V transformer into diffusers' WanTransformer3DModel, from ComfyUI's single file, the
+    original sharded release or a diffusers folder (detected from the path; a folder's own config.json gives
+    the architecture, a single file uses `config`). ComfyUI's fp8 files are upcast to `dtype` (with a warning).
 
     Every weight must match: missing or unexpected keys, or a shape that differs from the config, raise a
     ValueError that lists them (a wrong config, e.g. the 14B file with the 1.3B config, fails here).
     """
+    import logging
     from diffusers import WanTransformer3DModel
-    sd = wan_to_diffusers(read_wan_file(path))
-    cfg = wan_config(config)
+    from .weights import upcast_fp8
+    sd, was_fp8 = upcast_fp8(read_wan_file(path), to=dtype if dtype != torch.float32 else torch.bfloat16)
+    if not any(k.startswith("condition_embedder.") for k in sd):  # original / ComfyUI names
+        sd = wan_to_diffusers(sd)
+    if was_fp8:
+        logging.getLogger("pila.training").warning(
+            "%s holds fp8 weights: upcast to %s for training; the frozen velocities then carry fp8 rounding, "
+            "so prefer the bf16 / fp16 file when you have it", path, dtype)
+    cfg = layout_config(path) or wan_config(config)
     with torch.device("meta"):
         model = WanTransformer3DModel.from_config(cfg)
     want = model.state_dict()
