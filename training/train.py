@@ -121,8 +121,6 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
         return [{"params": g[name], "lr": cfg.lr, "name": name} for name in trains]
 
     model = StageModel(adapter)
-    if cfg.strategy == "deepspeed":  # a bf16 engine casts the whole module: keep the frozen part's fp32 values
-        model.fp32_before = {k: v.detach().float().cpu().clone() for k, v in adapter.state_dict().items()}
     module, opt, engine = wrap(model, make_groups, cfg, d)
     G = cfg.batch_size * cfg.grad_accum * d.world
     total = stage_length(stage, cfg, len(data), G)
@@ -263,15 +261,6 @@ class StopTraining(Exception):
 
 def _plain_adapter(model: StageModel, cfg: TrainConfig) -> PILAAdapter:
     """The trained adapter as a plain fp32-or-own-dtype module (gathers FSDP2 shards; call on every rank)."""
-    if cfg.strategy == "deepspeed" and model.adapter.dtype != torch.float32:  # bf16 engine: its fp32 master weights
-        from deepspeed.utils import safe_get_full_fp32_param
-        fresh = PILAAdapter(model.adapter.config)
-        own = dict(model.adapter.named_parameters())
-        def master(k, v):  # what the optimizer does not hold (frozen this stage): the fp32 values from before wrapping
-            m = safe_get_full_fp32_param(own[k]) if k in own and own[k].requires_grad else None
-            return (model.fp32_before[k] if m is None else m).detach().float().cpu()
-        fresh.load_state_dict({k: master(k, v) for k, v in model.adapter.state_dict().items()}, strict=True)
-        return fresh
     if cfg.strategy == "fsdp" and _is_dist():
         sd, _ = _full_state(model, None, cfg, None)
         fresh = PILAAdapter(model.adapter.config)
