@@ -13,7 +13,10 @@
 A killed run resumes from `<out>/stage_X/ckpt.safetensors` when started again with the same command; the
 result is the same as an unbroken run (sampler position, RNG states and the optimizer are restored, and every
 sample's sigma and noise are drawn from a generator seeded by (seed, stage, step, position in the global batch),
-so 1 GPU with accumulation 8 and 8 GPUs with accumulation 1 see the same batches and the same noise).
+so 1 GPU with accumulation 8 and 8 GPUs with accumulation 1 see the same batches and the same noise). A damaged
+newest checkpoint falls back to `ckpt.prev.safetensors`. A run directory keeps one config: another one is refused,
+naming the keys, unless `--allow_config_change` (then both are recorded). Precision: bf16 autocast over fp32 master
+weights; the frozen Wan in bf16 with an fp32 timestep. `--help` lists every option with its default.
 
 Stages (schedules scale with `schedule_scale`; the paper's values are the defaults):
   A  observable pretraining: E, scaffold, sigma MLP and u_head fit u to the cached optical flow (+ its Jacobian),
