@@ -51,7 +51,6 @@ def test_a_changed_config_is_refused_naming_the_keys(tmp_path):
     assert (tmp_path / "config.json").read_text() == before  # the original stays the run's config
 
 
-@pytest.mark.slow
 def test_a_truncated_checkpoint_falls_back_then_names_the_file(tmp_path):
     data = _data()
     backbone = T.build_backbone(_cfg(tmp_path), T.Dist())

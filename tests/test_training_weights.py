@@ -97,7 +97,6 @@ def test_pickle_and_empty_folders_are_refused_with_the_way_on(tmp_path):
         load_wan(tmp_path / "nothing_here")
 
 
-@pytest.mark.slow
 def test_encoders_from_a_diffusers_pipeline_folder_and_pickle_refused(tmp_path):
     """--vae / --t5 given the diffusers pipeline root: its vae/, text_encoder/ and tokenizer/spiece.model load
     through training.cache's loaders; the original release's .pth files are refused, naming the file."""
