@@ -155,8 +155,10 @@ class PILAAdapter(nn.Module):
 
     def expert_fields(self, view: Tensor) -> dict[str, Tensor]:
         """An expert's view B + dB_k -> its physical readout in float32, u from u_head (SPEC sections 2, 5)."""
-        f = readout(view)
-        f["u"] = self.afe.u_head(view)
+        view = view.float()
+        with torch.autocast(view.device.type, enabled=False):  # residuals from fp32 fields, also under bf16 autocast
+            f = readout(view)
+            f["u"] = self.afe.u_head(view.to(self.dtype))
         return {k: t.float() for k, t in f.items()}
 
     def residual_losses(self, views: dict[int, tuple[Tensor, Tensor]], weights: Tensor, labels: Tensor,

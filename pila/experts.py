@@ -75,7 +75,7 @@ class ExpertBank(nn.Module):
             w = weights.index_select(0, idx)[:, k].to(dB.dtype)[:, None, None, None, None]
             refined = refined.index_add(0, idx, w * dB)
             if keep_views:
-                views[k] = (idx, bk + dB)
+                views[k] = (idx, bk.float() + dB.float())  # fp32: CSRC reads its fields from here
             if keep_change:
                 norm = (w * dB).float().square().sum(dim=1).sqrt().to(change.dtype)
                 change[idx, k] = norm.detach()  # a diagnostic (Expert Maps), never trained

@@ -50,12 +50,6 @@ def afe_displacement(u: torch.Tensor) -> torch.Tensor:
     return torch.stack(d, dim=2)
 
 
-def riemann_displacement(u: torch.Tensor) -> torch.Tensor:
-    """A plausible wrong integral (left Riemann sum), the perturbation of the kinematic terms."""
-    d = torch.cumsum(u, dim=2) - u
-    return d - d[:, :, u.shape[2] // 2: u.shape[2] // 2 + 1]
-
-
 def hooke(eps: torch.Tensor, p: torch.Tensor | float = 0.0, mu: float = 1.0, lam: float = 1.0) -> torch.Tensor:
     """AFE's stress closure (SPEC section 3): diagonal -p + 2 mu e_ii + lam tr, off-diagonal 2 mu exy."""
     tr = eps[:, 0:1] + eps[:, 3:4]
@@ -71,6 +65,14 @@ def rigid_motion():
     w, vx, vy = 0.02, 0.3, -0.2
     cx, cy = CX + vx * t, CY + vy * t
     return vec(-w * (y - cy) + vx, w * (x - cx) + vy)
+
+
+def rigid_displacement(w: float = 0.02, vx: float = 0.3, vy: float = -0.2):
+    """The exact time integral of `rigid_motion`'s velocity at each pixel, 0 at m = T // 2 (no quadrature rule)."""
+    t, y, x = grid()
+    m = T_ // 2
+    return vec((-w * (y - CY) + vx) * (t - m) + w * vy * (t**2 - m**2) / 2,
+               (w * (x - CX) + vy) * (t - m) - w * vx * (t**2 - m**2) / 2)
 
 
 def shear():
@@ -128,6 +130,13 @@ def collision_velocity():
     ux = 0.8 * torch.tanh((t - m) / 2) * torch.ones_like(x) * torch.ones_like(y)
     dux = 0.4 / torch.cosh((t - m) / 2) ** 2 * torch.ones_like(x) * torch.ones_like(y)
     return vec(ux, torch.zeros_like(ux)), vec(dux, torch.zeros_like(dux))
+
+
+def collision_displacement(scale: float = 1.0):
+    """The exact time integral of `collision_velocity` (1.6 ln cosh((t - m) / 2)), 0 at m = T // 2."""
+    t, y, x = grid()
+    dx = scale * 1.6 * torch.log(torch.cosh((t - T_ // 2) / 2)) * torch.ones_like(x) * torch.ones_like(y)
+    return vec(dx, torch.zeros_like(dx))
 
 
 def converging_pulse():
@@ -205,9 +214,9 @@ def _support(psi_radius_ok: bool):
 # term -> (constants, reference fields, perturbed fields, what the perturbation is)
 NU, A_T, L_HEAT = 0.1, 0.3, 1.5
 CASES: dict[str, tuple[dict, callable, callable, str]] = {
-    "rigid_kinematic": ({}, lambda: {"u": rigid_motion(), "d": afe_displacement(rigid_motion())},
-                        lambda: {"u": rigid_motion(), "d": riemann_displacement(rigid_motion())},
-                        "d by a left Riemann sum"),
+    "rigid_kinematic": ({}, lambda: {"u": rigid_motion(), "d": rigid_displacement()},
+                        lambda: {"u": rigid_motion(), "d": rigid_displacement(w=0.025)},
+                        "d of a rotation at omega 0.025"),
     "rigid_strain": ({}, lambda: {"eps": fd.sym_grad(rigid_motion())},
                      lambda: {"eps": fd.sym_grad(rigid_motion() + shear())}, "rotation + shear 0.02"),
     "rigid_stress_closure": ({}, lambda: hooke_shear(),
@@ -253,9 +262,9 @@ CASES: dict[str, tuple[dict, callable, callable, str]] = {
                               "rho follows a front along y"),
     "phase_smooth": ({}, lambda: {"alpha": torch.full((1, 1, T_, H_, W_), 0.4, dtype=D)},
                      lambda: {"alpha": front()}, "a front (width 3)"),
-    "collision_kinematic": ({}, lambda: {"u": collision_velocity()[0], "d": afe_displacement(collision_velocity()[0])},
-                            lambda: {"u": collision_velocity()[0],
-                                     "d": riemann_displacement(collision_velocity()[0])}, "d by a left Riemann sum"),
+    "collision_kinematic": ({}, lambda: {"u": collision_velocity()[0], "d": collision_displacement()},
+                            lambda: {"u": collision_velocity()[0], "d": collision_displacement(1.2)},
+                            "d of an impact 20 % stronger"),
     "collision_impulse_closure": ({}, lambda: {"u": collision_velocity()[0], "j": 0.7 * collision_velocity()[1]},
                                   lambda: {"u": collision_velocity()[0], "j": 0.7 * collision_velocity()[0]},
                                   "j = 0.7 u"),

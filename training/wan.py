@@ -88,36 +88,92 @@ def diffusers_to_wan(state_dict: dict[str, Tensor], *, prefix: str = "") -> dict
 
 # --- loading ---------------------------------------------------------------------------------------------
 
-def build_wan(config: str | dict = "1.3b", *, device="cpu", dtype=torch.float32, seed: int | None = None) -> nn.Module:
-    """A randomly initialised WanTransformer3DModel (no download); `seed` makes it reproducible."""
+def build_wan(config: str | dict = "1.3b", *, device="cpu", dtype=torch.float32, seed: int | None = None,
+              init_in_dtype: bool = False) -> nn.Module:
+    """A randomly initialised WanTransformer3DModel (no download); `seed` makes it reproducible.
+
+    init_in_dtype: create the weights directly in `dtype` (a real-size 1.3B in bf16 is 2.6 GB instead of an fp32
+    copy first); the default initialises in fp32 and casts, so a bf16 and an fp32 build share their weights."""
     from diffusers import WanTransformer3DModel
     cfg = wan_config(config)
     gen_ctx = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
     with gen_ctx:
         if seed is not None:
             torch.manual_seed(seed)
-        model = WanTransformer3DModel.from_config(cfg)
-    return cast_wan(model, dtype).to(device=device)
+        if not init_in_dtype:
+            return cast_wan(WanTransformer3DModel.from_config(cfg), dtype).to(device=device)
+        with torch.device("meta"):
+            model = WanTransformer3DModel.from_config(cfg)
+        model = cast_wan(model, dtype).to_empty(device=device)
+        _rebuild_meta_buffers(model)
+        # a cheap stand-in for diffusers' init (drawing 1.4e9 numbers takes a minute on one core): windows of one
+        # pool of uniform(-sqrt 3, sqrt 3) numbers (unit variance) scaled by 1/sqrt(fan_in); zero biases, unit norms
+        n_max = max(p.numel() for p in model.parameters())
+        pool = torch.empty(n_max + 1_000_003).uniform_(-3 ** 0.5, 3 ** 0.5)
+        with torch.no_grad():
+            for i, (name, p) in enumerate(model.named_parameters()):
+                if name.endswith("bias"):
+                    p.zero_()
+                elif "norm" in name and p.ndim == 1:
+                    p.fill_(1.0)
+                else:
+                    off = (i * 7919) % 1_000_003
+                    fan_in = p[0].numel() if p.ndim >= 2 else p.shape[-1]
+                    p.copy_(pool[off:off + p.numel()].view_as(p) * fan_in ** -0.5)
+    return model
 
 
 def read_wan_file(path: str | Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
+    """The Wan transformer's tensors from any layout of `training.weights` (file, sharded release, diffusers)."""
+    from .weights import component_dir, read_state_dict
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Wan weights not found at {path}: pass the single .safetensors file ComfyUI uses "
-                                "(models/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors)")
-    return load_file(str(path))
+    if not path.exists():
+        raise FileNotFoundError(f"Wan weights not found at {path}: pass ComfyUI's single .safetensors file "
+                                "(models/diffusion_models/wan2.1_t2v_1.3B_bf16.safetensors), the original release "
+                                "folder (sharded, with its index) or a diffusers folder")
+    return read_state_dict(component_dir(path, "transformer"), what="Wan transformer")
+
+
+def layout_config(path: str | Path) -> dict | None:
+    """The architecture a folder states: a diffusers `WanTransformer3DModel` config.json, or the original release's
+    (`dim`, `num_heads`, ...) mapped to diffusers names; None for a single file."""
+    from .weights import component_dir, read_config
+    raw = read_config(component_dir(path, "transformer"))
+    if raw is None:
+        return None
+    if raw.get("_class_name") == "WanTransformer3DModel":
+        return wan_config(raw)
+    if "dim" in raw and "num_heads" in raw:  # the original Wan release's config.json
+        if raw.get("model_type", "t2v") != "t2v":
+            raise ValueError(f"{path}: a Wan {raw['model_type']!r} model; training uses the T2V transformer")
+        cfg = wan_config("1.3b")
+        cfg.update(num_attention_heads=raw["num_heads"], attention_head_dim=raw["dim"] // raw["num_heads"],
+                   ffn_dim=raw["ffn_dim"], freq_dim=raw.get("freq_dim", 256), num_layers=raw["num_layers"],
+                   in_channels=raw.get("in_dim", 16), out_channels=raw.get("out_dim", 16),
+                   text_dim=raw.get("text_dim", 4096), eps=raw.get("eps", 1e-6))
+        return cfg
+    return None
 
 
 def load_wan(path: str | Path, config: str | dict = "1.3b", *, device="cpu", dtype=torch.bfloat16) -> nn.Module:
-    """Load the single-file Wan checkpoint into diffusers' WanTransformer3DModel.
+    """Load a Wan 2.1 T2V transformer into diffusers' WanTransformer3DModel, from ComfyUI's single file, the
+    original sharded release or a diffusers folder (detected from the path; a folder's own config.json gives
+    the architecture, a single file uses `config`). ComfyUI's fp8 files are upcast to `dtype` (with a warning).
 
     Every weight must match: missing or unexpected keys, or a shape that differs from the config, raise a
     ValueError that lists them (a wrong config, e.g. the 14B file with the 1.3B config, fails here).
     """
+    import logging
     from diffusers import WanTransformer3DModel
-    sd = wan_to_diffusers(read_wan_file(path))
-    cfg = wan_config(config)
+    from .weights import upcast_fp8
+    sd, was_fp8 = upcast_fp8(read_wan_file(path), to=dtype if dtype != torch.float32 else torch.bfloat16)
+    if not any(k.startswith("condition_embedder.") for k in sd):  # original / ComfyUI names
+        sd = wan_to_diffusers(sd)
+    if was_fp8:
+        logging.getLogger("pila.training").warning(
+            "%s holds fp8 weights: upcast to %s for training; the frozen velocities then carry fp8 rounding, "
+            "so prefer the bf16 / fp16 file when you have it", path, dtype)
+    cfg = layout_config(path) or wan_config(config)
     with torch.device("meta"):
         model = WanTransformer3DModel.from_config(cfg)
     want = model.state_dict()
@@ -133,15 +189,22 @@ def load_wan(path: str | Path, config: str | dict = "1.3b", *, device="cpu", dty
     keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
     model.load_state_dict({k: v.to(torch.float32 if _keep_fp32(k, keep) else dtype) for k, v in sd.items()},
                           strict=True, assign=True)
-    # non-persistent buffers (the RoPE tables) were made on the meta device: rebuild them on the CPU
-    for mod in model.modules():
-        for name, buf in list(mod._buffers.items()):
-            if buf is not None and buf.is_meta:
-                fresh = type(mod)(*_rope_args(mod)) if hasattr(mod, "freqs_cos") else None
-                if fresh is None:
-                    raise RuntimeError(f"cannot rebuild buffer {name} of {type(mod).__name__}")
-                mod._buffers[name] = fresh._buffers[name]
+    _rebuild_meta_buffers(model)
     return model.to(device=device)
+
+
+def _rebuild_meta_buffers(model: nn.Module) -> None:
+    """Non-persistent buffers (the RoPE tables) made on the meta device, or emptied by to_empty: rebuild them."""
+    for mod in model.modules():
+        if hasattr(mod, "freqs_cos"):
+            fresh = type(mod)(*_rope_args(mod))
+            for name in list(mod._buffers):
+                mod._buffers[name] = fresh._buffers[name].to(next(iter(mod._buffers.values())).device
+                                                             if not mod._buffers[name].is_meta else "cpu")
+            continue
+        for name, buf in mod._buffers.items():
+            if buf is not None and buf.is_meta:
+                raise RuntimeError(f"cannot rebuild buffer {name} of {type(mod).__name__}")
 
 
 def _keep_fp32(name: str, keep: tuple[str, ...]) -> bool:
@@ -186,15 +249,20 @@ class FrozenWan(nn.Module):
     def text_dim(self) -> int:
         return self.model.config.text_dim
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' compute dtype: the patch embedding's (diffusers keeps norms, the time embedder and the
+        modulation tables in fp32 under bf16, so the first parameter says nothing)."""
+        return self.compute_dtype or self.model.patch_embedding.weight.dtype
+
     @torch.no_grad()
     def forward(self, x_t: Tensor, sigma: Tensor, text_states: Tensor) -> Tensor:
         assert x_t.ndim == 5, f"latents are [B, C, T, H, W], got {tuple(x_t.shape)}"
         B = x_t.shape[0]
         sigma = sigma.reshape(-1).expand(B) if sigma.numel() == 1 else sigma.reshape(B)
-        dtype = self.compute_dtype or next(self.model.parameters()).dtype
-        ctx = (torch.autocast(x_t.device.type, dtype=torch.bfloat16)
-               if dtype == torch.bfloat16 and x_t.device.type == "cuda" else nullcontext())
-        with ctx:
-            v = self.model(hidden_states=x_t.to(dtype), timestep=(sigma * 1000).to(dtype),
-                           encoder_hidden_states=text_states.to(dtype), return_dict=False)[0]
+        dtype = self.dtype
+        # latents and text in the weights' dtype; the timestep stays fp32 (as ComfyUI keeps it: 1000 sigma in
+        # bf16 would round 833.3 to 832); diffusers' fp32 modules take it from there, so no autocast is needed
+        v = self.model(hidden_states=x_t.to(dtype), timestep=sigma.float() * 1000,
+                       encoder_hidden_states=text_states.to(dtype), return_dict=False)[0]
         return v.float()
