@@ -20,12 +20,16 @@ from training import train as T
 
 
 def _setup():
+    """-> (device, whether the trainer's own init_distributed joined a process group under torchrun)."""
+    T.init_distributed()
+    joined = dist.is_initialized()
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda", 0) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return dev
+    if not joined:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dev, joined
 
 
 def _batch(dev, t=3, h=8, w=8, text_dim=32):
@@ -60,10 +64,8 @@ def nccl(dev) -> dict:
     ddp = DDP(model, device_ids=[0] if dev.type == "cuda" else None)
     t0 = time.perf_counter()
     loss = _stage_c_step(ddp, list(model.parameters()), dev)
-    # what the trainer does when torchrun starts one process: does it join the process group?
-    d = T.init_distributed()
     return {"backend": dist.get_backend(), "world": dist.get_world_size(), "all_reduce_ok": bool((x == 1).all()),
-            "ddp_bf16_step_loss": loss, "ddp_step_s": time.perf_counter() - t0, "trainer_world": d.world}
+            "ddp_bf16_step_loss": loss, "ddp_step_s": time.perf_counter() - t0}
 
 
 def fsdp(dev) -> dict:
@@ -86,8 +88,9 @@ def fsdp(dev) -> dict:
 
 if __name__ == "__main__":
     what = sys.argv[1]
-    dev = _setup()
+    dev, joined = _setup()
     try:
-        print(json.dumps({"probe": what, **{"nccl": nccl, "fsdp": fsdp}[what](dev)}), flush=True)
+        r = {"nccl": nccl, "fsdp": fsdp}[what](dev)
+        print(json.dumps({"probe": what, **r, "trainer_joins_process_group_at_world_1": joined}), flush=True)
     finally:
         dist.destroy_process_group()

@@ -187,7 +187,7 @@ def plan_stage(stage: str, *, wan: str | dict = "1.3b", size: str = "81x480x832"
     static = wan_bytes + adapter_fp32 + 2 * 4 * n_trained  # + AdamW exp_avg, exp_avg_sq (fp32)
     total = counter.get_total_flops()
     return {"kind": "plan", "stage": stage, "size": f"{F_}x{H}x{W}", "latents": [16, t, h, w], "batch": batch,
-            "backbone": wan if isinstance(wan, str) else "custom", "dtype": dtype, "top_k": top_k,
+            "backbone": wan if isinstance(wan, str) else f"custom ({wcfg['num_layers']} layers, {wcfg['num_attention_heads']} heads)", "dtype": dtype, "top_k": top_k,
             "step_tflops": total / 1e12, "backbone_fwd_tflops": backbone_flops / 1e12,
             "adapter_fwd_bwd_tflops": (total - backbone_flops) / 1e12, "backbone_flop_share": backbone_flops / total,
             "static_gib": static / 2 ** 30, "backbone_weights_gib": wan_bytes / 2 ** 30,
@@ -349,10 +349,11 @@ def main(argv=None) -> list[dict]:
         emit(time_wan_forward(wan, args, dev))
         return results
     if not args.no_plan:
-        print(f"planning figures at {args.plan_size}, Wan 2.1 {args.wan_config}, adapter hidden {args.hidden}, "
+        print(f"planning figures at {args.plan_size}, Wan 2.1 {'tiny' if args.tiny else args.wan_config}, adapter hidden {args.hidden}, "
               f"top-k {args.top_k}, batch 1, {args.dtype} (meta tensors, nothing allocated):", flush=True)
         for stage in args.stages:
-            r = plan_stage(stage, wan=args.wan_config, size=args.plan_size, hidden=args.hidden, top_k=args.top_k,
+            r = plan_stage(stage, wan=tiny_wan_config(text_dim=args.text_dim) if args.tiny else args.wan_config,
+                           size=args.plan_size, hidden=args.hidden, top_k=args.top_k,
                            text_len=args.text_len, dtype=args.dtype)
             _print_plan(r)
             emit(r)

@@ -44,6 +44,7 @@ from . import data as D
 log = logging.getLogger("pila.training.cache")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 INDEX = "index.json"
+MIN_CLIPS_FOR_WORKERS = 8  # fewer clips to cache: no worker processes (their start-up would cost more than they save)
 
 
 # --- text -----------------------------------------------------------------------------------------------
@@ -338,10 +339,14 @@ def build_cache(cfg: CacheConfig, *, rank: int = 0, world: int = 1, progress: bo
     if indices:
         import time
         t0 = time.perf_counter()
+        # spawned, not forked: a fork of a process whose OpenCV / OpenMP thread pools already ran can deadlock.
+        # Starting a worker costs a few seconds (imports), which only pays off on more than a handful of clips.
+        workers = cfg.workers if len(indices) >= MIN_CLIPS_FOR_WORKERS else 0
         loader = torch.utils.data.DataLoader(
-            _Prepared(src, indices), batch_size=None, collate_fn=_identity, num_workers=cfg.workers,
-            worker_init_fn=_worker_init if cfg.workers > 0 else None,
-            prefetch_factor=max(1, cfg.prefetch) if cfg.workers > 0 else None)
+            _Prepared(src, indices), batch_size=None, collate_fn=_identity, num_workers=workers,
+            worker_init_fn=_worker_init if workers > 0 else None,
+            multiprocessing_context="spawn" if workers > 0 else None,
+            prefetch_factor=max(1, cfg.prefetch) if workers > 0 else None)
         items = iter(loader)  # workers start decoding now, while the encoders load
         vae, text = build_encoders(cfg)
         sdt = getattr(torch, cfg.dtype)
@@ -372,8 +377,9 @@ def build_cache(cfg: CacheConfig, *, rank: int = 0, world: int = 1, progress: bo
                                                 "skipped": dict(skipped)})  # written last: marks the shard finished
         bar.close()
         stats["seconds"] = time.perf_counter() - t0
+        stats["workers"] = workers
         log.info("cache: %d clips in %.1f s (%.2f clips/s, %d workers)", len(indices), stats["seconds"],
-                 len(indices) / max(stats["seconds"], 1e-9), cfg.workers)
+                 len(indices) / max(stats["seconds"], 1e-9), workers)
     if rank == 0:
         return dict(write_index(out, cfg), run=stats)
     return {"run": stats}
