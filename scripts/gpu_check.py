@@ -245,7 +245,11 @@ def section_c(ck: Check, sec: dict, run) -> None:
                        "random_cache(sys.argv[1], clips=4, latent=(5, 8, 8), text_dim=32, text_tokens=12)", str(cache)])
     full, killed = ck.out / "work" / "c_full", ck.out / "work" / "c_killed"
     probe = run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "scripts/gpu_check_probe.py", "nccl"])
-    sec["results"] += [dict(x, run="process group probe") for x in _json_lines(probe.stdout)]
+    rows = _json_lines(probe.stdout)
+    sec["results"] += [dict(x, run="process group probe") for x in rows]
+    if rows and not rows[-1].get("trainer_joins_process_group_at_world_1"):
+        sec["notes"].append("the trainer does not join a process group when torchrun starts one process, so the "
+                            "training runs below are single-process; NCCL (all-reduce, a DDP step) is checked by the probe")
     if not (full / "adapter.safetensors").is_file():
         run(_train_cmd(ck, cache, full))
     kill_at = 2  # stage A (3 steps in the tiny recipe): killed after its second checkpoint
@@ -267,7 +271,11 @@ def section_c(ck: Check, sec: dict, run) -> None:
 def section_d(ck: Check, sec: dict, run) -> None:
     """FSDP2 (fully_shard) on one device: the trainer's --strategy fsdp, and a direct sharded bf16 step."""
     probe = run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "scripts/gpu_check_probe.py", "fsdp"])
-    sec["results"] += _json_lines(probe.stdout)
+    rows = _json_lines(probe.stdout)
+    sec["results"] += rows
+    if rows and not rows[-1].get("trainer_wrap_shards_at_world_1"):
+        sec["notes"].append("the trainer's --strategy fsdp does not shard at world size 1 (its run below is the plain "
+                            "path); FSDP2 itself is checked by the probe's fully_shard step")
     cache = ck.out / "work" / "cache"
     out = ck.out / "work" / "d_fsdp"
     if not (out / "adapter.safetensors").is_file():
