@@ -63,7 +63,8 @@ class Check:
             steps(sec, lambda cmd, **kw: self._cmd(cmd, log, t0 + budget, **kw))
             sec["status"] = "ok" if sec["status"] == "running" else sec["status"]
         except TimeoutError as e:
-            sec["status"], _ = "timed out", sec["notes"].append(str(e))
+            sec["status"] = "timed out"
+            sec["notes"].append(str(e))
         except Exception as e:  # noqa: BLE001  (a failed section never stops the later ones)
             sec["status"] = "failed"
             sec["notes"].append(f"{type(e).__name__}: {e}")
@@ -72,9 +73,9 @@ class Check:
         self.write()
         return sec
 
-    def _cmd(self, cmd: list[str], log, deadline: float, *, check: bool = True, kill_when=None) -> subprocess.CompletedProcess:
-        """Run `cmd` until the section's deadline (then the whole process group is killed). `kill_when(proc)`
-        polled every 0.2 s: when it returns True the group gets SIGKILL (a crash on purpose). Returns stdout."""
+    def _cmd(self, cmd: list[str], log, deadline: float, *, check: bool = True) -> subprocess.CompletedProcess:
+        """Run `cmd` until the section's deadline (then its whole process group is killed); stdout is returned
+        and logged, stderr logged."""
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=log, text=True,
@@ -83,7 +84,6 @@ class Check:
         import threading
         reader = threading.Thread(target=lambda: [out_lines.append(x) or log.write(x) for x in proc.stdout], daemon=True)
         reader.start()
-        killed = False
         while proc.poll() is None:
             if time.monotonic() > deadline:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -91,16 +91,13 @@ class Check:
                 reader.join(5)
                 self._last = "".join(out_lines)
                 raise TimeoutError(f"time box reached during: {' '.join(cmd[:6])} ...")
-            if kill_when is not None and not killed and kill_when():
-                os.killpg(proc.pid, signal.SIGKILL)
-                killed = True
             time.sleep(0.2)
         reader.join(5)
         out = "".join(out_lines)
         self._last = out
-        if check and proc.returncode != 0 and not killed:
+        if check and proc.returncode != 0:
             raise RuntimeError(f"exit {proc.returncode}: {' '.join(cmd[:6])} ... (see logs)")
-        return subprocess.CompletedProcess(cmd, -9 if killed else proc.returncode, out, "")
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
     # ---- summary
     def write(self) -> None:
@@ -238,7 +235,8 @@ def _same(a: Path, b: Path) -> tuple[bool, float]:
 
 
 def section_c(ck: Check, sec: dict, run) -> None:
-    """torchrun on one device: an unbroken run, and a run SIGKILLed at a chosen step then resumed: bitwise equal?"""
+    """torchrun on one device: an unbroken run, and a run SIGKILLed at a chosen step (the trainer's `kill_after`:
+    after that optimizer step, before its checkpoint) then resumed with the same command: bitwise equal?"""
     cache = ck.out / "work" / "cache"
     if not (cache / "index.json").is_file():
         run([PY, "-c", "import sys, training; from training.cache import random_cache; "
@@ -252,13 +250,13 @@ def section_c(ck: Check, sec: dict, run) -> None:
                             "training runs below are single-process; NCCL (all-reduce, a DDP step) is checked by the probe")
     if not (full / "adapter.safetensors").is_file():
         run(_train_cmd(ck, cache, full))
-    kill_at = 2  # stage A (3 steps in the tiny recipe): killed after its second checkpoint
+    kill_at = 3  # stage A (9 steps in the tiny recipe): the process SIGKILLs itself after its 3rd optimizer step
     ckpt = killed / "stage_A" / "ckpt.safetensors"
     if not (killed / "adapter.safetensors").is_file():
-        r = run(_train_cmd(ck, cache, killed), check=False, kill_when=lambda: _ckpt_step(ckpt) >= kill_at)
-        was_killed = r.returncode == -9
+        r = run(_train_cmd(ck, cache, killed, "--kill_after", str(kill_at)), check=False)
+        was_killed = r.returncode != 0 and not (killed / "adapter.safetensors").is_file()
         at = _ckpt_step(ckpt)
-        run(_train_cmd(ck, cache, killed))  # the same command: resumes from the checkpoint
+        run(_train_cmd(ck, cache, killed))  # the same command without the kill: resumes from the checkpoint
     else:
         was_killed, at = None, None
     same, worst = _same(full / "adapter.safetensors", killed / "adapter.safetensors")
