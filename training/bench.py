@@ -103,7 +103,9 @@ def _meta_step():
     from torch.fx.experimental import _config as fx_config
     torch.autocast = autocast
     try:
-        with fx_config.patch(meta_nonzero_assume_all_nonzero=True):  # boolean masks: every element selected
+        # boolean masks: every element selected (older torch has no such switch; its meta nonzero may then refuse)
+        with (fx_config.patch(meta_nonzero_assume_all_nonzero=True) if hasattr(fx_config, "meta_nonzero_assume_all_nonzero")
+              else nullcontext()):
             yield
     finally:
         torch.autocast = real
@@ -268,7 +270,7 @@ def measure_stage(stage: str, wan: FrozenWan, args, dev: torch.device) -> dict:
             if i >= args.warmup:
                 times.append(t2 - t0)
                 back.append(t1 - t0)
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
         raise SystemExit(_oom_hint(stage, args.size)) from None
     r = {"kind": "measured", "stage": stage, "device": str(dev),
          "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, "size": f"{F_}x{H}x{W}",
@@ -352,9 +354,13 @@ def main(argv=None) -> list[dict]:
         print(f"planning figures at {args.plan_size}, Wan 2.1 {'tiny' if args.tiny else args.wan_config}, adapter hidden {args.hidden}, "
               f"top-k {args.top_k}, batch 1, {args.dtype} (meta tensors, nothing allocated):", flush=True)
         for stage in args.stages:
-            r = plan_stage(stage, wan=tiny_wan_config(text_dim=args.text_dim) if args.tiny else args.wan_config,
-                           size=args.plan_size, hidden=args.hidden, top_k=args.top_k,
-                           text_len=args.text_len, dtype=args.dtype)
+            try:
+                r = plan_stage(stage, wan=tiny_wan_config(text_dim=args.text_dim) if args.tiny else args.wan_config,
+                               size=args.plan_size, hidden=args.hidden, top_k=args.top_k,
+                               text_len=args.text_len, dtype=args.dtype)
+            except Exception as e:  # noqa: BLE001  (an older torch's meta kernels: report it, still measure)
+                emit({"kind": "plan", "stage": stage, "error": f"{type(e).__name__}: {e}"[:500]})
+                continue
             _print_plan(r)
             emit(r)
     if dev.type == "cuda" or args.measure:
