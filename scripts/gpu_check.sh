@@ -16,18 +16,16 @@
 # Logs: OUTDIR/logs/<section>.log. Exit status 0 when every section passed (or was skipped).
 #
 # Offline machines (no internet; e.g. torch 2.11 + CUDA, Python 3.12, no diffusers or kornia): the packages travel
-# with the working tree as wheels in `.whl/` (git-ignored). Make them where there is internet:
+# with the working tree as wheels in `.whl/` (git-ignored). Make them where there is internet and this project is
+# installed:
 #
-#     pip download --only-binary=:all: --no-deps --python-version 3.12 --implementation cp --abi cp312 \
-#         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-#         -d .whl diffusers huggingface_hub transformers tokenizers safetensors kornia kornia_rs einops \
-#         regex filelock importlib_metadata zipp tqdm pyyaml packaging requests charset_normalizer idna \
-#         urllib3 certifi sentencepiece opencv-python-headless
+#     bash scripts/gpu_wheels.sh    # the installed closure of diffusers, transformers, kornia, sentencepiece, einops,
+#                                   # safetensors, tqdm (pinned; no torch, no numpy), cp312 manylinux wheels, ~51 MB
 #
-# and this script installs them (when something is missing) with
+# and this script installs them (when an import is missing) with
 #     pip install --no-index --no-deps --target .pylib .whl/*.whl
-# onto PYTHONPATH; torch and numpy are never among them (the machine's own are kept). opencv-python-headless is
-# only needed for the flow timing of the cache section (it is ~50 MB; leave it out to stay small).
+# onto PYTHONPATH, so the machine's own torch and numpy are kept. OpenCV (WITH_OPENCV=1, ~50 MB) is only needed for
+# the flow timing of the cache section.
 set -euo pipefail
 
 smoke=()
