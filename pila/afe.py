@@ -100,7 +100,9 @@ class AFE(nn.Module):
         u = self.u_head(scaffold)
         u_norm = (u.float().square().sum(dim=1, keepdim=True) + 1e-8).sqrt().to(u.dtype)
         div, curl, eps = fd.div(u), fd.curl(u), fd.sym_grad(u)
-        f: dict[str, Tensor] = {"u": u, "eps": eps, "d": integrate_displacement(u)}
+        # under (bf16) autocast d and the bank stay fp32, so the residuals read d as integrated, not re-rounded
+        amp = u.device.type in ("cpu", "cuda", "xpu") and torch.is_autocast_enabled(u.device.type)
+        f: dict[str, Tensor] = {"u": u, "eps": eps, "d": integrate_displacement(u.float() if amp else u)}
 
         p = c["p"](h, u, u_norm, div, curl)
         f["p"] = p - p.mean(dim=(1, 2, 3, 4), keepdim=True)  # pressure is defined up to a constant
@@ -117,5 +119,5 @@ class AFE(nn.Module):
 
         slots = {k: v for k, v in f.items() if k != "u"}
         slots["u"] = scaffold[:, SLOT_SLICES["u"]]  # raw scaffold; u_head reads it back
-        bank = pack(slots, like=scaffold, active=active)
+        bank = pack(slots, like=scaffold.float() if amp else scaffold, active=active)
         return bank, {k: v for k, v in f.items() if k in active}

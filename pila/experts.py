@@ -73,7 +73,7 @@ class ExpertBank(nn.Module):
             mask = self.masks[k] if active_mask is None else self.masks[k] * active_mask.to(self.masks)
             dB = dB * mask.to(dB.dtype)[None, :, None, None, None]
             w = weights.index_select(0, idx)[:, k].to(dB.dtype)[:, None, None, None, None]
-            refined = refined.index_add(0, idx, w * dB)
+            refined = refined.index_add(0, idx, (w * dB).to(refined.dtype))
             if keep_views:
                 views[k] = (idx, bk.float() + dB.float())  # fp32: CSRC reads its fields from here
             if keep_change:

@@ -175,3 +175,23 @@ def test_one_bf16_step_of_every_stage_on_the_real_1_3b_architecture(tmp_path):
     from pila import load_adapter
     adapter = load_adapter(out)
     assert adapter.dtype == torch.float32  # fp32 master weights, whatever the compute precision
+
+
+def test_afe_displacement_stays_fp32_under_bf16_autocast():
+    """On 21x30x52 fields (81x240x416 pixels) under bf16 autocast, the AFE's d is the fp32 integral of its u:
+    the rigid kinematic residual between them is at fp32 level, far below the floor d would have if it were
+    rounded to bf16 (the value of that floor is measured here too)."""
+    from pila import PILAAdapter
+    from pila.residuals import rigid_kinematic
+    torch.manual_seed(0)
+    adapter = PILAAdapter(hidden=16, text_dim=32)
+    x0 = torch.randn(1, 16, 21, 30, 52)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, h, _, scaffold = adapter.features(x0, torch.tensor([0.3]), torch.randn_like(x0))
+        bank, fields = adapter.afe(h, scaffold)
+    u, d = fields["u"].float(), fields["d"]
+    assert d.dtype == torch.float32 and bank.dtype == torch.float32
+    scale = float(u.square().mean())
+    ours = float(rigid_kinematic(d, u)[0]) / scale
+    rounded = float(rigid_kinematic(d.bfloat16().float(), u)[0]) / scale
+    assert ours < 1e-9 and rounded > 100 * ours, f"residual / mean u^2: fp32 d {ours:.2e}, bf16 d {rounded:.2e}"

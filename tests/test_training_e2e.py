@@ -146,18 +146,23 @@ def test_sigkill_at_a_chosen_step_then_resume_in_bf16(moving_cache, tmp_path):
     that step on any machine) resumes from the 2nd step's checkpoint to the unbroken run's weights."""
     args = ["--stages", "A", "--a_phase_steps", "600", "--ckpt_every", "1", "--tensorboard", "false", "--lr", "3e-3",
             "--precision", "bf16"]
-    T.train(_cfg(moving_cache, tmp_path / "full", *args))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "training.train", "--config", str(TINY), "--cache", str(moving_cache), "--progress",
-           "false", "--out", str(tmp_path / "killed"), *args, "--kill_after", "3"]
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    def run(out, *extra):  # every run in a fresh process, as a user starts them (same threads, same kernels)
+        cmd = [sys.executable, "-m", "training.train", "--config", str(TINY), "--cache", str(moving_cache), "--progress",
+               "false", "--out", str(out), *args, *extra]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    assert run(tmp_path / "full").returncode == 0
+    r = run(tmp_path / "killed", "--kill_after", "3")
     assert r.returncode == -9, f"expected death by SIGKILL, got {r.returncode}: {r.stderr[-2000:]}"
     ckpt = tmp_path / "killed" / "stage_A" / "ckpt.safetensors"
     assert not (tmp_path / "killed" / "adapter.safetensors").exists()
     from safetensors import safe_open
     with safe_open(str(ckpt), framework="pt") as fh:
         assert json.loads(fh.metadata()["pila_train_state"])["step"] == 2  # step 3 was lost with the process
-    T.train(_cfg(moving_cache, tmp_path / "killed", *args))
+    r = run(tmp_path / "killed")
+    assert r.returncode == 0, r.stderr[-2000:]
     full, resumed = _state(tmp_path / "full" / "adapter.safetensors"), _state(tmp_path / "killed" / "adapter.safetensors")
     worst = max(float((full[k].float() - resumed[k].float()).abs().max()) for k in full)
     assert worst <= 1e-6, f"resumed after SIGKILL differs by {worst}"

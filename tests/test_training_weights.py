@@ -95,3 +95,39 @@ def test_pickle_and_empty_folders_are_refused_with_the_way_on(tmp_path):
         load_wan(tmp_path)
     with pytest.raises(FileNotFoundError, match="original release folder"):
         load_wan(tmp_path / "nothing_here")
+
+
+@pytest.mark.slow
+def test_encoders_from_a_diffusers_pipeline_folder_and_pickle_refused(tmp_path):
+    """--vae / --t5 given the diffusers pipeline root: its vae/, text_encoder/ and tokenizer/spiece.model load
+    through training.cache's loaders; the original release's .pth files are refused, naming the file."""
+    sentencepiece = pytest.importorskip("sentencepiece")
+    from transformers import UMT5Config, UMT5EncoderModel
+    from training.cache import load_text_encoder, load_vae, tiny_vae
+    from training.weights import resolve_encoders
+    root = tmp_path / "Wan2.1-T2V-1.3B-Diffusers"
+    vae = tiny_vae(seed=2)
+    vae.save_pretrained(str(root / "vae"), safe_serialization=True)
+    torch.manual_seed(0)
+    t5 = UMT5EncoderModel(UMT5Config(vocab_size=64, d_model=32, d_kv=8, num_heads=4, num_layers=1, d_ff=64,
+                                     feed_forward_proj="gated-gelu", relative_attention_num_buckets=8)).eval()
+    t5.save_pretrained(str(root / "text_encoder"), safe_serialization=True)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["a ball falls and bounces", "water boils in a pot", "ice melts in the sun"] * 20))
+    (root / "tokenizer").mkdir()
+    sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(root / "tokenizer" / "spiece"),
+                                             vocab_size=30, model_type="unigram", minloglevel=2)
+    v, t, tok = resolve_encoders(str(root), str(root), "")
+    assert v == str(root / "vae") and t == str(root / "text_encoder") and tok == str(root / "tokenizer" / "spiece.model")
+    loaded = load_vae(v)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), vae.state_dict().values()))
+    enc = load_text_encoder(t, tokenizer=tok, dtype=torch.float32)
+    assert enc("a ball falls").shape[-1] == 32
+    release = tmp_path / "Wan2.1-T2V-1.3B"
+    release.mkdir()
+    (release / "Wan2.1_VAE.pth").write_bytes(b"x")
+    (release / "models_t5_umt5-xxl-enc-bf16.pth").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"Wan2.1_VAE.pth: the Wan VAE as a pickle checkpoint.*wan_2.1_vae.safetensors"):
+        resolve_encoders(str(release / "Wan2.1_VAE.pth"), str(release / "models_t5_umt5-xxl-enc-bf16.pth"))
+    with pytest.raises(ValueError, match=r"\.pth: the (Wan VAE|UMT5 encoder) as a pickle"):
+        resolve_encoders(str(release), str(release))

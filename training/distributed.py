@@ -56,7 +56,9 @@ def wrap(model: StageModel, make_groups, cfg: TrainConfig, d: Dist):
             raise SystemExit("strategy 'deepspeed' needs DeepSpeed: pip install deepspeed (or use --strategy ddp / fsdp)") from None
         ds_cfg = {
             "train_micro_batch_size_per_gpu": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
-            "gradient_clipping": cfg.grad_clip, "bf16": {"enabled": _use_bf16(cfg, d)},
+            # bf16 is torch autocast around the forward, as for DDP / FSDP2: the engine keeps fp32 weights, gradients
+            # and optimizer state (its own "bf16" mode would run the adapter's weights and gradients in bf16)
+            "gradient_clipping": cfg.grad_clip, "bf16": {"enabled": False},
             "zero_optimization": {"stage": 2, **({"offload_optimizer": {"device": "cpu", "pin_memory": True}}
                                                  if cfg.deepspeed_offload else {})},
             "zero_force_ds_cpu_optimizer": False, "steps_per_print": 10 ** 9,

@@ -25,6 +25,7 @@ import training  # noqa: F401
 from . import cache as C
 from . import data as D
 from . import train as T
+from .weights import resolve_encoders
 
 TINY_CONFIG = Path(__file__).resolve().parent / "configs" / "tiny_cpu.toml"
 
@@ -78,10 +79,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--config", default=str(TINY_CONFIG), help="training recipe (default: the tiny CPU recipe)")
-    p.add_argument("--wan", default="", help="ComfyUI single-file Wan 2.1 T2V (default: tiny random Wan)")
+    p.add_argument("--wan", default="", help="Wan 2.1 T2V: ComfyUI single file, original release folder or diffusers folder "
+                   "(default: tiny random Wan)")
     p.add_argument("--wan-config", default="1.3b")
-    p.add_argument("--vae", default="", help="Wan 2.1 VAE (ComfyUI file or diffusers folder)")
-    p.add_argument("--t5", default="", help="UMT5-XXL (ComfyUI umt5_xxl_fp16.safetensors or a transformers folder)")
+    p.add_argument("--vae", default="", help="Wan 2.1 VAE (ComfyUI file, diffusers pipeline folder or its vae/)")
+    p.add_argument("--t5", default="", help="UMT5-XXL (ComfyUI umt5_xxl_fp16.safetensors, a diffusers pipeline folder "
+                   "or a transformers folder)")
     p.add_argument("--tokenizer", default="", help="spiece.model when the UMT5 file carries none")
     p.add_argument("--annotations", default="", help="your WISA-style annotation JSON (default: synthetic clips)")
     p.add_argument("--videos", default="", help="the folder of its mp4 clips")
@@ -102,7 +105,11 @@ def main(argv=None) -> None:
         ann = D.make_synthetic_dataset(out / "data", clips=args.clips, frames=args.frames, height=args.height,
                                        width=args.width)
         videos = out / "data" / "videos"
-    cfg = T.load_config(args.config, rest)
+    try:
+        cfg = T.load_config(args.config, rest)
+        args.vae, args.t5, args.tokenizer = resolve_encoders(args.vae, args.t5, args.tokenizer)
+    except ValueError as e:  # a config typo, a pickle checkpoint: before anything is cached or trained
+        raise SystemExit(f"training.quickstart: {e}") from None
     ccfg = C.CacheConfig(annotations=str(ann), videos=str(videos), out=str(out / "cache"), frames=args.frames,
                          height=args.height, width=args.width, shard_size=4, vae=args.vae, t5=args.t5,
                          tokenizer=args.tokenizer, tiny=not real, tiny_text_dim=cfg.text_dim,

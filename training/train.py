@@ -13,7 +13,10 @@
 A killed run resumes from `<out>/stage_X/ckpt.safetensors` when started again with the same command; the
 result is the same as an unbroken run (sampler position, RNG states and the optimizer are restored, and every
 sample's sigma and noise are drawn from a generator seeded by (seed, stage, step, position in the global batch),
-so 1 GPU with accumulation 8 and 8 GPUs with accumulation 1 see the same batches and the same noise).
+so 1 GPU with accumulation 8 and 8 GPUs with accumulation 1 see the same batches and the same noise). A damaged
+newest checkpoint falls back to `ckpt.prev.safetensors`. A run directory keeps one config: another one is refused,
+naming the keys, unless `--allow_config_change` (then both are recorded). Precision: bf16 autocast over fp32 master
+weights; the frozen Wan in bf16 with an fp32 timestep. `--help` lists every option with its default.
 
 Stages (schedules scale with `schedule_scale`; the paper's values are the defaults):
   A  observable pretraining: E, scaffold, sigma MLP and u_head fit u to the cached optical flow (+ its Jacobian),
@@ -121,8 +124,6 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
         return [{"params": g[name], "lr": cfg.lr, "name": name} for name in trains]
 
     model = StageModel(adapter)
-    if cfg.strategy == "deepspeed":  # a bf16 engine casts the whole module: keep the frozen part's fp32 values
-        model.fp32_before = {k: v.detach().float().cpu().clone() for k, v in adapter.state_dict().items()}
     module, opt, engine = wrap(model, make_groups, cfg, d)
     G = cfg.batch_size * cfg.grad_accum * d.world
     total = stage_length(stage, cfg, len(data), G)
@@ -263,15 +264,6 @@ class StopTraining(Exception):
 
 def _plain_adapter(model: StageModel, cfg: TrainConfig) -> PILAAdapter:
     """The trained adapter as a plain fp32-or-own-dtype module (gathers FSDP2 shards; call on every rank)."""
-    if cfg.strategy == "deepspeed" and model.adapter.dtype != torch.float32:  # bf16 engine: its fp32 master weights
-        from deepspeed.utils import safe_get_full_fp32_param
-        fresh = PILAAdapter(model.adapter.config)
-        own = dict(model.adapter.named_parameters())
-        def master(k, v):  # what the optimizer does not hold (frozen this stage): the fp32 values from before wrapping
-            m = safe_get_full_fp32_param(own[k]) if k in own and own[k].requires_grad else None
-            return (model.fp32_before[k] if m is None else m).detach().float().cpu()
-        fresh.load_state_dict({k: master(k, v) for k, v in model.adapter.state_dict().items()}, strict=True)
-        return fresh
     if cfg.strategy == "fsdp" and _is_dist():
         sd, _ = _full_state(model, None, cfg, None)
         fresh = PILAAdapter(model.adapter.config)

@@ -82,3 +82,27 @@ def upcast_fp8(sd: dict[str, Tensor], *, to: torch.dtype = torch.bfloat16, sourc
             v = v.to(to)
         out[k] = v
     return out, True
+
+
+def resolve_encoders(vae: str, t5: str, tokenizer: str = "") -> tuple[str, str, str]:
+    """--vae / --t5 / --tokenizer as `training.cache` reads them (a single .safetensors file or one diffusers /
+    transformers component folder): a diffusers pipeline root gives its `vae/`, `text_encoder/` and
+    `tokenizer/spiece.model`; the original release's pickle files (`Wan2.1_VAE.pth`,
+    `models_t5_umt5-xxl-enc-bf16.pth`) are refused with the files to use instead."""
+    def pick(path: str, component: str, what: str, instead: str) -> str:
+        if not path:
+            return path
+        p = component_dir(path, component)
+        pickles = [p] if p.is_file() and p.suffix in PICKLE else (
+            sorted(q for q in p.iterdir() if q.suffix in PICKLE) if p.is_dir() and not (p / "config.json").is_file()
+            and not list(p.glob("*.safetensors")) else [])
+        if pickles:
+            raise ValueError(f"{pickles[0]}: the {what} as a pickle checkpoint is not loaded (it can run code); "
+                             f"use {instead}")
+        return str(p)
+    vae_out = pick(vae, "vae", "Wan VAE", "ComfyUI's wan_2.1_vae.safetensors or the diffusers folder's vae/")
+    t5_out = pick(t5, "text_encoder", "UMT5 encoder",
+                  "ComfyUI's umt5_xxl_fp16.safetensors or the diffusers folder's text_encoder/")
+    if t5 and not tokenizer and (Path(t5) / "tokenizer" / "spiece.model").is_file():
+        tokenizer = str(Path(t5) / "tokenizer" / "spiece.model")
+    return vae_out, t5_out, tokenizer
