@@ -306,8 +306,8 @@ def test_deepspeed_strategy_without_deepspeed_is_a_clear_error(monkeypatch):
 
 def test_bench_runs_on_cpu_at_a_reduced_size(capsys):
     from training import bench
-    bench.main(["--device", "cpu", "--size", "9x32x32", "--tiny", "--text-dim", "32", "--hidden", "16", "--dtype", "fp32",
-                "--steps", "1", "--warmup", "0", "--stages", "C"])
+    bench.main(["--device", "cpu", "--measure", "--no-plan", "--size", "9x32x32", "--tiny", "--text-dim", "32",
+                "--hidden", "16", "--dtype", "fp32", "--steps", "1", "--warmup", "0", "--stages", "C"])
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["stage"] == "C" and r["latents"] == [16, 3, 4, 4] and 0 < r["backbone_share"] < 1 and r["step_ms_median"] > 0
 

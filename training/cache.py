@@ -3,6 +3,7 @@
     python -m training.cache --annotations wisa-80k.json --videos videos/ --out cache/ \\
         --vae wan_2.1_vae.safetensors --t5 umt5_xxl_fp16.safetensors            # real weights (ComfyUI files)
     python -m training.cache --annotations A --videos V --out cache/ --tiny   # tiny random VAE/UMT5 (tests)
+    python -m training.cache --bench-encoders 81x480x832 --device cuda         # seconds per clip (random weights)
 
 Per clip it stores (sharded safetensors, `shard_XXXXX.safetensors` + `shard_XXXXX.json`, and `index.json`):
 - `latents` `[16, T, H/8, W/8]`: the Wan 2.1 VAE posterior mean, normalised per channel
@@ -17,7 +18,8 @@ Per clip it stores (sharded safetensors, `shard_XXXXX.safetensors` + `shard_XXXX
   **(ours: the units; SPEC gives only the formula)**;
 - `labels` `[8]` multi-hot (training.data's WISA mapping).
 
-Shard k holds the annotation entries `[k * shard_size, (k + 1) * shard_size)`; a shard whose `.json` exists
+`--workers N` DataLoader processes decode clips and compute the flow targets while the main process runs the
+VAE and UMT5 (on the GPU), so the CPU and GPU halves overlap. Shard k holds the annotation entries `[k * shard_size, (k + 1) * shard_size)`; a shard whose `.json` exists
 is finished and skipped on a re-run (resume after a kill). Clips that are missing, corrupt or too short are
 skipped and counted per reason in the shard's JSON and the index. With `torchrun` each rank caches the shards
 `k % world == rank`.
@@ -42,6 +44,7 @@ from . import data as D
 log = logging.getLogger("pila.training.cache")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 INDEX = "index.json"
+MIN_CLIPS_FOR_WORKERS = 8  # fewer clips to cache: no worker processes (their start-up would cost more than they save)
 
 
 # --- text -----------------------------------------------------------------------------------------------
@@ -251,6 +254,8 @@ class CacheConfig:
     dtype: str = "bfloat16"  # storage dtype of latents and text states (flow targets stay float32)
     device: str = "auto"
     limit: int = 0  # only the first N entries (0 = all)
+    workers: int = 2  # DataLoader processes decoding and computing flow ahead of the encoders (0 = none)
+    prefetch: int = 2  # clips each worker keeps ready
 
 
 def _device(name: str) -> str:
@@ -274,8 +279,49 @@ def _atomic_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+class _Prepared(torch.utils.data.Dataset):
+    """The CPU half of caching, run in DataLoader workers: decode one clip and compute its flow targets.
+
+    Item j -> {"index", "id", "caption", "physics", "labels", "frames" (uint8 tensor), flow targets}, or
+    {"index", "error"} for a clip that is missing, corrupt or too short."""
+
+    def __init__(self, src: D.ClipSource, indices: list[int]):
+        self.src, self.indices = src, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> dict:
+        i = self.indices[j]
+        try:
+            item = self.src.item(i)
+        except D.ClipError as e:
+            return {"index": i, "error": str(e)}
+        out = {"index": i, "id": item["id"], "caption": item["caption"], "physics": item["physics"],
+               "labels": item["labels"], "frames": torch.from_numpy(item["frames"])}  # a tensor: shared memory
+        out.update(flow_targets(item["frames"]))
+        return out
+
+
+def _identity(x):
+    return x
+
+
+def _worker_init(_: int) -> None:
+    try:
+        import cv2
+        cv2.setNumThreads(1)  # one DIS per worker process; the workers are the parallelism
+    except ImportError:
+        pass
+
+
 def build_cache(cfg: CacheConfig, *, rank: int = 0, world: int = 1, progress: bool = True) -> dict:
-    """Cache every shard this rank owns that is not finished yet, then (rank 0) write the index."""
+    """Cache every shard this rank owns that is not finished yet, then (rank 0) write the index.
+
+    `cfg.workers` DataLoader processes decode clips and compute optical flow ahead of the encoders (VAE, UMT5 on
+    the GPU in the main process), so neither side waits for the other; results arrive in clip order and each
+    shard is written as soon as its last clip is encoded (0 workers: everything in this process, one clip at
+    a time)."""
     from safetensors.torch import save_file
     from tqdm import tqdm
     from pila.taxonomy import multi_hot
@@ -287,42 +333,154 @@ def build_cache(cfg: CacheConfig, *, rank: int = 0, world: int = 1, progress: bo
     shards = [k for k in range(math.ceil(n / cfg.shard_size)) if k % world == rank]
     todo = [k for k in shards if not (out / f"shard_{k:05d}.json").is_file()]
     log.info("cache: %d entries, %d shards for this rank, %d already done", n, len(shards), len(shards) - len(todo))
-    encoders = None
-    sdt = getattr(torch, cfg.dtype)
-    bar = tqdm(total=sum(min(cfg.shard_size, n - k * cfg.shard_size) for k in todo), desc="cache", unit="clip",
-               disable=not progress, dynamic_ncols=True)
-    for k in todo:
-        if encoders is None:
-            encoders = build_encoders(cfg)
-        vae, text = encoders
-        tensors, samples, skipped = {}, [], Counter()
-        for i in range(k * cfg.shard_size, min(n, (k + 1) * cfg.shard_size)):
-            bar.update(1)
-            try:
-                item = src.item(i)
-            except D.ClipError as e:
-                reason = str(e).split(":", 1)[0]
-                skipped[reason] += 1
-                log.warning("skip clip %d: %s", i, e)
-                continue
-            j = len(samples)
-            tensors[f"{j}.latents"] = vae(item["frames"]).to(sdt)
-            tensors[f"{j}.text"] = text(item["caption"]).to(sdt)
-            tensors[f"{j}.phys"] = text(item["physics"]).to(sdt)
-            tensors.update({f"{j}.{name}": t for name, t in flow_targets(item["frames"]).items()})
-            tensors[f"{j}.labels"] = multi_hot(item["labels"])
-            samples.append({"index": i, "id": item["id"], "labels": item["labels"], "caption": item["caption"]})
-        name = f"shard_{k:05d}"
-        if tensors:
-            tmp = out / f"{name}.safetensors.tmp"
-            save_file({kk: v.contiguous() for kk, v in tensors.items()}, str(tmp))
-            os.replace(tmp, out / f"{name}.safetensors")
-        _atomic_json(out / f"{name}.json", {"file": f"{name}.safetensors" if tensors else None, "samples": samples,
-                                            "skipped": dict(skipped)})  # written last: marks the shard finished
-    bar.close()
+    spans = {k: range(k * cfg.shard_size, min(n, (k + 1) * cfg.shard_size)) for k in todo}
+    indices = [i for k in todo for i in spans[k]]
+    stats = {"clips": len(indices), "seconds": 0.0}
+    if indices:
+        import time
+        t0 = time.perf_counter()
+        # spawned, not forked: a fork of a process whose OpenCV / OpenMP thread pools already ran can deadlock.
+        # Starting a worker costs a few seconds (imports), which only pays off on more than a handful of clips.
+        workers = cfg.workers if len(indices) >= MIN_CLIPS_FOR_WORKERS else 0
+        loader = torch.utils.data.DataLoader(
+            _Prepared(src, indices), batch_size=None, collate_fn=_identity, num_workers=workers,
+            worker_init_fn=_worker_init if workers > 0 else None,
+            multiprocessing_context="spawn" if workers > 0 else None,
+            prefetch_factor=max(1, cfg.prefetch) if workers > 0 else None)
+        items = iter(loader)  # workers start decoding now, while the encoders load
+        vae, text = build_encoders(cfg)
+        sdt = getattr(torch, cfg.dtype)
+        bar = tqdm(total=len(indices), desc="cache", unit="clip", disable=not progress, dynamic_ncols=True)
+        for k in todo:
+            tensors, samples, skipped = {}, [], Counter()
+            for i in spans[k]:
+                item = next(items)
+                assert item["index"] == i, f"cache loader out of order: expected clip {i}, got {item['index']}"
+                bar.update(1)
+                if "error" in item:
+                    skipped[item["error"].split(":", 1)[0]] += 1
+                    log.warning("skip clip %d: %s", i, item["error"])
+                    continue
+                j = len(samples)
+                tensors[f"{j}.latents"] = vae(item["frames"].numpy()).to(sdt)
+                tensors[f"{j}.text"] = text(item["caption"]).to(sdt)
+                tensors[f"{j}.phys"] = text(item["physics"]).to(sdt)
+                tensors.update({f"{j}.{name}": item[name] for name in ("flow", "jac", "conf")})
+                tensors[f"{j}.labels"] = multi_hot(item["labels"])
+                samples.append({"index": i, "id": item["id"], "labels": item["labels"], "caption": item["caption"]})
+            name = f"shard_{k:05d}"
+            if tensors:
+                tmp = out / f"{name}.safetensors.tmp"
+                save_file({kk: v.contiguous() for kk, v in tensors.items()}, str(tmp))
+                os.replace(tmp, out / f"{name}.safetensors")
+            _atomic_json(out / f"{name}.json", {"file": f"{name}.safetensors" if tensors else None, "samples": samples,
+                                                "skipped": dict(skipped)})  # written last: marks the shard finished
+        bar.close()
+        stats["seconds"] = time.perf_counter() - t0
+        stats["workers"] = workers
+        log.info("cache: %d clips in %.1f s (%.2f clips/s, %d workers)", len(indices), stats["seconds"],
+                 len(indices) / max(stats["seconds"], 1e-9), workers)
     if rank == 0:
-        return write_index(out, cfg)
-    return {}
+        return dict(write_index(out, cfg), run=stats)
+    return {"run": stats}
+
+
+def random_cache(out: str | Path, *, clips: int = 4, latent: tuple[int, int, int] = (5, 8, 8), text_dim: int = 32,
+                 text_tokens: int = 12, seed: int = 0) -> Path:
+    """A cache in this module's format filled with random tensors (no video, OpenCV or encoder needed): what the
+    GPU check trains on when only the training path is under test. One shard, `index.json` written."""
+    from safetensors.torch import save_file
+    from pila.taxonomy import CATEGORIES, multi_hot
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    T_, h, w = latent
+    tensors, samples = {}, []
+    for j in range(clips):
+        labels = [CATEGORIES[j % len(CATEGORIES)], CATEGORIES[(3 * j + 1) % len(CATEGORIES)]]
+        tensors.update({f"{j}.latents": torch.randn(16, T_, h, w, generator=g),
+                        f"{j}.text": torch.randn(text_tokens, text_dim, generator=g),
+                        f"{j}.phys": torch.randn(text_tokens // 2 + 1, text_dim, generator=g),
+                        f"{j}.flow": 0.3 * torch.randn(2, T_, h, w, generator=g),
+                        f"{j}.jac": 0.05 * torch.randn(4, T_, h, w, generator=g),
+                        f"{j}.conf": torch.rand(1, T_, h, w, generator=g).clamp(0.05, 1),
+                        f"{j}.labels": multi_hot(labels)})
+        samples.append({"index": j, "id": f"random_{j}", "labels": labels, "caption": "random"})
+    save_file(tensors, str(out / "shard_00000.safetensors"))
+    _atomic_json(out / "shard_00000.json", {"file": "shard_00000.safetensors", "samples": samples, "skipped": {}})
+    write_index(out)
+    return out
+
+
+def bench_encoders(*, size: str = "81x480x832", device: str = "auto", tiny: bool = False, caption_tokens: int = 120,
+                   physics_tokens: int = 60, repeats: int = 2, cpu_side: bool = True) -> dict:
+    """Per-clip cost of caching at `size`: the VAE encode and the two UMT5 encodes on `device` (real-size Wan 2.1
+    VAE and UMT5-XXL architectures with random weights, bf16 on CUDA; `tiny`: the test encoders), and the CPU half
+    (optical-flow targets on a synthetic clip; decoding is not included) when OpenCV and kornia are importable.
+    Best of `repeats` after one warm-up. Hours for N clips on G GPUs ~ N / G x max(gpu, cpu / workers) / 3600."""
+    import time
+    from transformers import UMT5Config, UMT5EncoderModel
+    dev = _device(device)
+    F_, H, W = (int(x) for x in size.lower().split("x"))
+    sync = (lambda: torch.cuda.synchronize()) if dev == "cuda" else (lambda: None)  # noqa: E731
+    dt = torch.bfloat16 if dev == "cuda" else torch.float32
+    t0 = time.perf_counter()
+    if tiny:
+        vae, text = LatentEncoder(tiny_vae(), device=dev), tiny_text_encoder(max_len=512)
+        text.model.to(dev)
+        text.device = dev
+    else:
+        from diffusers import AutoencoderKLWan
+        cfg = json.loads((CONFIG_DIR / "umt5_xxl.json").read_text())
+        prev = torch.get_default_dtype()
+        torch.set_default_dtype(dt)  # build the 5.7 B-parameter encoder directly in its compute dtype
+        try:
+            with torch.device(dev):
+                t5 = UMT5EncoderModel(UMT5Config(**{k: v for k, v in cfg.items() if not k.startswith("_")}))
+        finally:
+            torch.set_default_dtype(prev)
+        vae = LatentEncoder(AutoencoderKLWan(), device=dev, dtype=dt)  # its defaults are the Wan 2.1 VAE
+        text = TextEncoder(t5, ByteTokenizer(), max_len=512, device=dev)
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (F_, H, W, 3), dtype=np.uint8)
+    vocab = text.model.config.vocab_size
+
+    def best(fn) -> float:
+        ts = []
+        for _ in range(repeats + 1):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            ts.append(time.perf_counter() - t)
+        return min(ts[1:]) if len(ts) > 1 else ts[0]
+
+    ids = lambda n: torch.randint(2, vocab, (1, n), device=dev)  # noqa: E731
+
+    def t5_call(n):
+        with torch.no_grad():
+            i = ids(n)
+            text.model(input_ids=i, attention_mask=torch.ones_like(i))
+
+    r = {"size": f"{F_}x{H}x{W}", "device": dev, "encoders": "tiny" if tiny else "Wan 2.1 VAE + UMT5-XXL (random weights)",
+         "dtype": str(dt).removeprefix("torch."), "build_s": build_s,
+         "vae_s": best(lambda: vae(frames)), "umt5_s": best(lambda: (t5_call(caption_tokens), t5_call(physics_tokens)))}
+    r["gpu_s_per_clip"] = r["vae_s"] + r["umt5_s"]
+    if dev == "cuda":
+        r["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    if cpu_side:
+        try:
+            ys, xs = np.mgrid[0:H, 0:W]
+            tex = ((np.sin(xs / 7.0) + np.cos(ys / 5.0)) * 60 + 128).astype(np.uint8)
+            moving = np.stack([np.roll(tex, (f, 2 * f), axis=(0, 1)) for f in range(F_)])[..., None].repeat(3, -1)
+            t = time.perf_counter()
+            flow_targets(moving)  # once: seconds per call already, and the GPU check's time box is short
+            r["flow_s"] = time.perf_counter() - t
+        except ImportError as e:
+            r["flow_s"] = None
+            r["flow_note"] = f"not measured: {e}"
+    return r
 
 
 def write_index(out: Path, cfg: CacheConfig | None = None) -> dict:
@@ -394,8 +552,15 @@ def main(argv=None) -> None:
         else:
             p.add_argument(flag, type=type(default), default=default)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--bench-encoders", metavar="FxHxW", default=None,
+                   help="only time one clip's VAE + UMT5 encodes (random weights; --tiny for the test encoders) and "
+                        "its flow targets at this size, e.g. 81x480x832; prints one JSON line")
     a = vars(p.parse_args(argv))
     progress = not a.pop("no_progress")
+    bench_size = a.pop("bench_encoders")
+    if bench_size:
+        print(json.dumps(bench_encoders(size=bench_size, device=a["device"], tiny=a["tiny"])), flush=True)
+        return
     cfg = CacheConfig(**a)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
