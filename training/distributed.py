@@ -18,6 +18,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    group: bool = False  # a process group exists (any torchrun launch, one rank included)
 
     @property
     def main(self) -> bool:
@@ -26,7 +27,8 @@ class Dist:
 
 def init_distributed() -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    # torchrun sets RANK even for one process: join a group then too, so one GPU exercises NCCL, DDP and FSDP2
+    if world <= 1 and "RANK" not in os.environ:
         dev = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         return Dist(device=dev)
     import torch.distributed as dist
@@ -38,7 +40,7 @@ def init_distributed() -> Dist:
         dev = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, device=dev)
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, device=dev, group=True)
 
 
 def barrier(d: Dist) -> None:
@@ -66,10 +68,10 @@ def wrap(model: StageModel, make_groups, cfg: TrainConfig, d: Dist):
         opt = torch.optim.AdamW(make_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         engine, opt, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=ds_cfg)
         return engine, opt, engine
-    if d.world > 1 and cfg.strategy == "ddp":
+    if d.group and cfg.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
         module = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
-    elif cfg.strategy == "fsdp" and d.world > 1:
+    elif d.group and cfg.strategy == "fsdp":
         # FSDP2, one unit at the root: every parameter is gathered for the whole stage forward (so the experts
         # nobody on this rank selected still match the other ranks' collectives). The CSRC constants are scalars,
         # which fully_shard cannot shard: they stay replicated and their gradients are averaged by hand.

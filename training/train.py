@@ -184,7 +184,7 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
         if engine is not None:
             gnorm = float(engine.get_global_grad_norm() or float("nan"))
         else:
-            if cfg.strategy == "fsdp" and d.world > 1:
+            if cfg.strategy == "fsdp" and d.group:
                 _average_replicated_grads(model.adapter.csrc.parameters(), d)
             # clip over what this step trains: a group at lr 0 (Stage C's u_head, its encoder group before the
             # switch) still gets gradients, but must not inflate the norm that scales the others
@@ -404,7 +404,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"training.train: {e}") from None
     if d.main and out is not None:
         print(f"adapter: {out}")
-    if d.world > 1:
+    if d.group:
         import torch.distributed as dist
         dist.destroy_process_group()
 
