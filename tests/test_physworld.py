@@ -325,7 +325,7 @@ def test_smoke_configuration_end_to_end(tmp_path):
     out = tmp_path / "smoke"
     try:
         # paused inside the plain adapter's training: a partial report with the base's sanity line
-        assert run.main(["--config", "smoke", "--out", str(tmp_path), "--stop-after", "45"]) == 0
+        assert run.main(["--config", "smoke", "--out", str(tmp_path), "--stop-after", "43"]) == 0
         partial = (out / "report.md").read_text()
         assert "Partial report" in partial and "Sanity:" in partial and "plain" in partial.split("Partial report")[1]
         assert (out / "phases/weak/plain/s0/state.safetensors").is_file()
