@@ -1,4 +1,4 @@
-"""A small analytic physics world and its motion metrics (issue 6; the phyworld protocol of Kang et al. 2024).
+"""A small analytic physics world and its motion metrics (the phyworld protocol of Kang et al. 2024).
 
 Three scenarios, no physics engine (every position is a closed form):
 - `uniform`: one ball in uniform motion;

@@ -1,7 +1,7 @@
-"""The physics-world experiment (issue 6): does the PILA correction make generated motion more physical?
+"""The physics-world experiment: does the PILA correction make generated motion more physical?
 
     python -m training.physworld_run --config smoke --out runs/physworld          # CPU, a few minutes
-    python -m training.physworld_run --config gpu --out runs/physworld --time-budget 500  # one H200 call (9 min)
+    python -m training.physworld_run --config gpu --out runs/physworld --time-budget 480  # one H200 call (9 min)
     python -m training.physworld_run --config full --out runs/physworld --time-budget 480   # GPU, repeat until DONE
     python -m training.physworld_run --config gpu --estimate   # print the FLOP estimate per phase, run nothing
 
