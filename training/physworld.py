@@ -1,4 +1,4 @@
-"""A small analytic physics world and its motion metrics (issue 6; the phyworld protocol of Kang et al. 2024).
+"""A small analytic physics world and its motion metrics (the phyworld protocol of Kang et al. 2024).
 
 Three scenarios, no physics engine (every position is a closed form):
 - `uniform`: one ball in uniform motion;
@@ -12,14 +12,22 @@ time steps are frames; velocities are px/frame, gravity px/frame^2. Videos are `
 
 Splits: `id` (training ranges) and out-of-distribution in `ood_speed`, `ood_radius`, `ood_gravity` (the last only
 exists for `bounce`, the one scenario with gravity). Ranges are given for the reference 32x32 / 16-frame world and
-scaled with the image size (lengths) and the frame count (time) for other sizes.
+scaled with the image size (lengths) and the frame count (time) for other sizes. Speed splits are defined by the
+*realised* speed of a clip (`realised_speed`: the mean |p[t+1] - p[t]| over its frames and balls), not by the drawn
+parameter: every clip outside `ood_speed` (the training data of every arm included) has a realised speed of at most
+`speed_id_max`, every `ood_speed` clip at least `speed_ood_min`, so the two are disjoint by construction (a bounce's
+per-frame speed passes through ~0 at its apex, so per-frame speeds cannot be disjoint; per clip they are).
 
 Metrics: each ball's colour is unmixed from the frame (pixel = bg + sum_k a_k (colour_k - bg), solved exactly for
-the two ball colours and the floor), thresholded, and its centroid taken either over the whole frame or over the
-largest connected blob (scipy.ndimage.label). Velocity error compares finite-difference velocities of the detected
-and the true positions over the generated frames; a frame where a ball is not found holds its last position (so a
-vanished ball costs its motion). Every table also reports the ground-truth floor and two trivial baselines
-(`copy_last_frame`, `constant_velocity`).
+the two ball colours and the floor) and thresholded. A ball counts as *detected* only as a blob of plausible size:
+between `size_range` (0.5x-2x) of the area a rendered ball of its radius covers at that threshold (pi (r + 0.2)^2 at
+0.3), so an erased ball, a smear or speckle is not "found". Its centroid is taken over that blob (the largest
+plausible 8-connected blob, scipy.ndimage.label) or over the whole frame (found when the whole frame's area is
+plausible). Velocity error compares finite-difference velocities of the detected and the true positions over the
+generated frames; a step whose ball is not detected at both ends is charged `miss_penalty` px/frame (default 0.52 x
+the frame size: the mean distance between two random points of the frame, i.e. what guessing the position scores).
+Every table also reports the ground-truth floor, two trivial baselines (`copy_last_frame`, `constant_velocity`) and
+two failure baselines (`erased`: plain background; `speckle`: uniform noise), measured by the same detector.
 """
 from __future__ import annotations
 
@@ -66,6 +74,13 @@ class WorldConfig:
     bounce_vx: tuple[float, float] = (-0.5, 0.5)
     gravity: tuple[float, float] = (0.09, 0.15)
     gravity_ood: tuple[float, float] = (0.22, 0.30)
+    # realised speed per clip (reference px/frame, scaled like speeds): at most speed_id_max outside ood_speed,
+    # at least speed_ood_min inside it (the splits are disjoint by realised speed)
+    speed_id_max: float = 1.2
+    speed_ood_min: float = 1.3
+    # detection: a blob of (0.5x .. 2x) a rendered ball's area; an undetected step costs miss_penalty px/frame
+    size_range: tuple[float, float] = (0.5, 2.0)
+    miss_penalty: float | None = None  # None: 0.5214 x size (mean distance of two random points in the frame)
 
     def __post_init__(self):
         assert self.size >= 12, f"size must be >= 12 px, got {self.size}"
@@ -79,6 +94,16 @@ class WorldConfig:
     @property
     def time_scale(self) -> float:  # frames of the reference world per frame of this one
         return 16.0 / self.frames
+
+    @property
+    def penalty(self) -> float:
+        return 0.5214 * self.size if self.miss_penalty is None else float(self.miss_penalty)
+
+    @property
+    def speed_bounds(self) -> tuple[float, float]:
+        """(ID maximum, OOD minimum) realised speed in this world's px/frame."""
+        k = self.length_scale * self.time_scale
+        return self.speed_id_max * k, self.speed_ood_min * k
 
     @property
     def contact_y(self) -> float:
@@ -274,9 +299,25 @@ def _seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
+def realised_speed(pos: Tensor | np.ndarray, present: Tensor | np.ndarray | None = None) -> Tensor:
+    """pos [B, T, K, 2] (present [B, K]) -> [B]: mean per-frame speed |p[t+1] - p[t]| over frames and present balls."""
+    pos = torch.as_tensor(pos, dtype=torch.float64)
+    pres = torch.ones(pos.shape[0], pos.shape[2]) if present is None else torch.as_tensor(present)
+    d = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1)  # [B, T-1, K]
+    w = pres.double()[:, None, :]
+    return ((d * w).sum((1, 2)) / (w.sum((1, 2)) * d.shape[1])).float()
+
+
+def _speed_ok(tr: dict, split: str, cfg: WorldConfig) -> bool:
+    lo_id, lo_ood = cfg.speed_bounds
+    v = float(realised_speed(tr["pos"][None])[0])
+    return v >= lo_ood if split == "ood_speed" else v <= lo_id
+
+
 def sample_world(scenario: str, n: int, *, seed: int, split: str = "id", cfg: WorldConfig | None = None) -> dict:
     """The ground truth of `n` clips of one scenario and split, fixed by (seed, scenario, split), without video:
-    {"pos", "vel", "radius", "mass", "present", "speed", "gravity", "event"} as float / bool tensors."""
+    {"pos", "vel", "radius", "mass", "present", "speed", "gravity", "event", "realised_speed"} as float / bool
+    tensors. Clips whose realised speed falls on the wrong side of the split's bound are redrawn."""
     cfg = cfg or WorldConfig()
     if scenario not in TRAJECTORIES:
         raise ValueError(f"unknown scenario {scenario!r}; valid: {SCENARIOS}")
@@ -287,9 +328,16 @@ def sample_world(scenario: str, n: int, *, seed: int, split: str = "id", cfg: Wo
     pos = np.zeros((n, cfg.frames, K, 2))
     vel = np.zeros((n, cfg.frames, K, 2))
     radius, mass, present = np.ones((n, K)), np.ones((n, K)), np.zeros((n, K), dtype=bool)
-    extra = {"speed": np.zeros(n), "gravity": np.zeros(n), "event": np.zeros(n)}
+    extra = {"speed": np.zeros(n), "gravity": np.zeros(n), "event": np.zeros(n), "realised_speed": np.zeros(n)}
     for i in range(n):
-        tr = TRAJECTORIES[scenario](rng, cfg, split)
+        for _ in range(1000):
+            tr = TRAJECTORIES[scenario](rng, cfg, split)
+            if _speed_ok(tr, split, cfg):
+                break
+        else:
+            raise RuntimeError(f"{scenario}/{split}: no clip with a realised speed on the split's side of "
+                               f"{cfg.speed_bounds}; widen the ranges or move speed_id_max / speed_ood_min")
+        tr["realised_speed"] = float(realised_speed(tr["pos"][None])[0])
         nb = len(tr["radius"])
         pos[i, :, :nb], vel[i, :, :nb] = tr["pos"], tr["vel"]
         radius[i, :nb], mass[i, :nb], present[i, :nb] = tr["radius"], tr["mass"], True
@@ -308,7 +356,7 @@ def clips_from_world(world: dict, scenario: str | list[str], cfg: WorldConfig) -
     labels = torch.stack([multi_hot(SCENARIO_LABELS[s]) for s in names]).to(world["pos"].device)
     return Clips(render(world["pos"], world["radius"], world["present"], cfg), world["pos"], world["vel"],
                  world["radius"], world["mass"], world["present"], labels, names,
-                 {k: world[k] for k in ("speed", "gravity", "event")})
+                 {k: world[k] for k in ("speed", "gravity", "event", "realised_speed") if k in world})
 
 
 def make_clips(scenario: str, n: int, *, seed: int, split: str = "id", cfg: WorldConfig | None = None) -> Clips:
@@ -332,34 +380,50 @@ def flow_field(clips: Clips, cfg: WorldConfig, *, threshold: float = 0.5) -> tup
 # --------------------------------------------------------------------------------------------------------------
 # detection and metrics
 
-def detect(video: Tensor, cfg: WorldConfig, *, mode: str = "blob", threshold: float = 0.3,
-           min_pixels: int = 3) -> tuple[Tensor, Tensor]:
-    """Ball centroids from colour: (pos [B, T, K, 2], found [B, T, K] bool). mode 'frame' weighs every pixel over
-    the threshold; 'blob' only the largest 8-connected blob of them (robust to stray coloured pixels)."""
+def ball_area(radius: Tensor, threshold: float = 0.3) -> Tensor:
+    """Pixels a rendered ball of radius r covers above `threshold`: coverage r + 0.5 - d > threshold, so a disc of
+    radius r + 0.5 - threshold (measured within 0.55x-1.5x on the 16 px world's pixel grid, 0.83x-1.15x at 32 px)."""
+    return math.pi * (radius.float() + 0.5 - threshold).clamp_min(0.5) ** 2
+
+
+def detect(video: Tensor, cfg: WorldConfig, radius: Tensor, *, mode: str = "blob", threshold: float = 0.3
+           ) -> tuple[Tensor, Tensor]:
+    """Ball centroids from colour: (pos [B, T, K, 2], found [B, T, K] bool). A ball is found only as pixels over
+    the threshold whose area is plausible, within `cfg.size_range` x `ball_area(radius [B, K])`. mode 'blob': the
+    largest plausible 8-connected blob (robust to stray pixels, blind to an erased ball or speckle); 'frame': every
+    pixel over the threshold, found when their total area is plausible."""
     from scipy import ndimage
 
     assert mode in ("frame", "blob"), f"mode is 'frame' or 'blob', got {mode!r}"
     alpha = unmix(video.detach().float().cpu(), cfg)  # [B, K, T, H, W]
     mask = (alpha > threshold).numpy()
     B, K, T, H, W = mask.shape
+    assert radius.shape == (B, K), f"radius must be [B, K] = {(B, K)}, got {tuple(radius.shape)}"
+    area = ball_area(radius.cpu(), threshold)[:, :, None].expand(B, K, T).reshape(-1).numpy()  # per plane
+    lo, hi = area * cfg.size_range[0], area * cfg.size_range[1]
     planes = mask.reshape(-1, H, W)
     if mode == "blob":  # label all frames at once; the structure connects pixels within a frame only
         structure = np.zeros((3, 3, 3), dtype=bool)
         structure[1] = True
         lab, num = ndimage.label(planes, structure=structure)
+        best = np.zeros(planes.shape[0], dtype=np.int64)  # label of the largest plausible blob per frame (0: none)
         if num > 0:
             sizes = np.bincount(lab.ravel(), minlength=num + 1)
             plane_of = np.zeros(num + 1, dtype=np.int64)
             plane_of[lab.ravel()] = np.repeat(np.arange(planes.shape[0]), H * W)
-            best = np.zeros(planes.shape[0], dtype=np.int64)  # label of the largest blob per frame (0: none)
-            order = np.lexsort((sizes[1:], plane_of[1:]))  # by plane, then size: the last per plane is largest
-            best[plane_of[1:][order]] = order + 1
-            planes = (lab == best[:, None, None]) & (lab > 0)
-    found = torch.from_numpy(planes.reshape(B, K, T, H, W).sum((-1, -2)) >= min_pixels)
+            ids = np.arange(1, num + 1)
+            ids = ids[(sizes[ids] >= lo[plane_of[ids]]) & (sizes[ids] <= hi[plane_of[ids]])]
+            order = np.lexsort((sizes[ids], plane_of[ids]))  # by plane, then size: the last per plane is largest
+            best[plane_of[ids][order]] = ids[order]
+        planes = (lab == best[:, None, None]) & (best[:, None, None] > 0)
+        found = best > 0
+    else:
+        n = planes.sum((-1, -2))
+        found = (n >= lo) & (n <= hi)
+    found = torch.from_numpy(found.reshape(B, K, T))
     # weigh the anti-aliased rim too: the kept pixels grown by one pixel, weighted by their coverage
     grown = ndimage.binary_dilation(planes, structure=np.ones((1, 3, 3), dtype=bool))
-    mask = torch.from_numpy(grown.reshape(B, K, T, H, W))
-    w = alpha * mask
+    w = alpha * torch.from_numpy(grown.reshape(B, K, T, H, W))
     S = cfg.size
     coords = torch.arange(S, dtype=torch.float32)
     mass = w.sum((-1, -2))
@@ -382,22 +446,28 @@ def _hold_missing(pos: Tensor, found: Tensor, fallback: Tensor) -> Tensor:
 def motion_metrics(video: Tensor, clips: Clips, cfg: WorldConfig, *, mode: str = "blob",
                    threshold: float = 0.3) -> dict[str, Tensor]:
     """Per-clip metrics over the generated frames (means over the balls present):
-    - `vel_err` [B]: mean |v_det - v_true| px/frame, v = finite difference of positions (frame t minus t-1, the
-      first generated frame uses the last condition frame);
-    - `pos_err` [B, T_gen]: per-frame |p_det - p_true| px;
-    - `det_rate` [B]: share of (generated frame, ball) pairs where the ball was found."""
-    pos, found = detect(video, cfg, mode=mode, threshold=threshold)
-    pos = _hold_missing(pos, found, clips.pos[:, 0])
-    g = cfg.generated
-    c = cfg.cond_frames
+    - `vel_err` [B]: mean over generated steps of |v_det - v_true| px/frame, v = finite difference of positions
+      (frame t minus t-1, the first generated frame uses the last condition frame); a step whose ball is not
+      detected at both ends costs `cfg.penalty` instead (losing the ball is worse than any motion it could have);
+    - `vel_err_found` [B]: the same over the steps detected at both ends only (NaN when there is none);
+    - `pos_err` [B, T_gen]: per-frame |p_det - p_true| px, an undetected ball holding its last detected position;
+    - `det_rate` [B]: share of (generated frame, ball) pairs where a plausible ball was found."""
+    pos, found = detect(video, cfg, clips.radius, mode=mode, threshold=threshold)
+    g, c = cfg.generated, cfg.cond_frames
     pres = clips.present.float()[:, None, :]  # [B, 1, K]
     n_balls = clips.present.float().sum(1)
-    v_det = pos[:, c - 1:] .diff(dim=1)
-    v_true = clips.pos[:, c - 1:].diff(dim=1)
-    verr = ((v_det - v_true).norm(dim=-1) * pres).sum(-1) / n_balls[:, None]  # [B, T_gen]
-    perr = ((pos[:, g] - clips.pos[:, g]).norm(dim=-1) * pres).sum(-1) / n_balls[:, None]
+    both = (found[:, c:] & found[:, c - 1:-1]).float()  # [B, T_gen, K]: detected at both ends of the step
+    step_err = (pos[:, c - 1:].diff(dim=1) - clips.pos[:, c - 1:].diff(dim=1)).norm(dim=-1)
+    charged = both * step_err + (1 - both) * cfg.penalty
+    verr = (charged * pres).sum(-1) / n_balls[:, None]  # [B, T_gen]
+    n_found = (both * pres).sum((1, 2))
+    verr_found = (both * step_err * pres).sum((1, 2)) / n_found.clamp_min(1)
+    verr_found = torch.where(n_found > 0, verr_found, torch.full_like(verr_found, float("nan")))
+    held = _hold_missing(pos, found, clips.pos[:, 0])
+    perr = ((held[:, g] - clips.pos[:, g]).norm(dim=-1) * pres).sum(-1) / n_balls[:, None]
     det = (found[:, g].float() * pres).sum((1, 2)) / (n_balls * (cfg.frames - c))
-    return {"vel_err": verr.mean(1), "vel_err_frames": verr, "pos_err": perr, "det_rate": det}
+    return {"vel_err": verr.mean(1), "vel_err_frames": verr, "vel_err_found": verr_found, "pos_err": perr,
+            "det_rate": det}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -418,8 +488,26 @@ def constant_velocity(clips: Clips, cfg: WorldConfig) -> Tensor:
     return render(pos, clips.radius, clips.present, cfg)
 
 
+def erased(clips: Clips, cfg: WorldConfig) -> Tensor:
+    """A failure baseline: every generated frame is the empty scene (background and floor)."""
+    v = clips.video.clone()
+    empty = render(clips.pos, clips.radius, torch.zeros_like(clips.present), cfg)
+    v[:, :, cfg.cond_frames:] = empty[:, :, cfg.cond_frames:]
+    return v
+
+
+def speckle(clips: Clips, cfg: WorldConfig, *, seed: int = 0) -> Tensor:
+    """A failure baseline: every generated pixel uniform noise in [-1, 1] (fixed by `seed`)."""
+    v = clips.video.clone()
+    g = torch.Generator().manual_seed(seed)
+    gen = v[:, :, cfg.cond_frames:]
+    v[:, :, cfg.cond_frames:] = (torch.rand(gen.shape, generator=g) * 2 - 1).to(v.device)
+    return v
+
+
+# the floor, the trivial baselines and the failure baselines: every table reports them beside the arms
 BASELINES = {"ground_truth": lambda clips, cfg: clips.video, "copy_last_frame": copy_last_frame,
-             "constant_velocity": constant_velocity}
+             "constant_velocity": constant_velocity, "erased": erased, "speckle": speckle}
 
 
 # --------------------------------------------------------------------------------------------------------------
