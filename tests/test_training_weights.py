@@ -122,6 +122,9 @@ def test_encoders_from_a_diffusers_pipeline_folder_and_pickle_refused(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), vae.state_dict().values()))
     enc = load_text_encoder(t, tokenizer=tok, dtype=torch.float32)
     assert enc("a ball falls").shape[-1] == 32
+    from training.cache import CacheConfig, build_encoders  # `python -m training.cache --vae ROOT --t5 ROOT` too
+    latent_enc, text_enc = build_encoders(CacheConfig(vae=str(root), t5=str(root), device="cpu"))
+    assert torch.equal(text_enc("a ball falls"), enc("a ball falls"))
     release = tmp_path / "Wan2.1-T2V-1.3B"
     release.mkdir()
     (release / "Wan2.1_VAE.pth").write_bytes(b"x")

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from . import data as D
+from .weights import resolve_encoders
 
 log = logging.getLogger("pila.training.cache")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -269,8 +270,9 @@ def build_encoders(cfg: CacheConfig):
             raise ValueError("pass --vae and --t5 (real weights), or --tiny for the tiny random encoders")
         return LatentEncoder(tiny_vae(), device=dev), tiny_text_encoder(dim=cfg.tiny_text_dim, max_len=cfg.text_len)
     wdtype = torch.bfloat16 if dev == "cuda" else torch.float32
-    return (LatentEncoder(load_vae(cfg.vae), device=dev, dtype=wdtype),
-            load_text_encoder(cfg.t5, tokenizer=cfg.tokenizer or None, device=dev, dtype=wdtype, max_len=cfg.text_len))
+    vae, t5, tokenizer = resolve_encoders(cfg.vae, cfg.t5, cfg.tokenizer)  # single file, component or pipeline folder
+    return (LatentEncoder(load_vae(vae), device=dev, dtype=wdtype),
+            load_text_encoder(t5, tokenizer=tokenizer or None, device=dev, dtype=wdtype, max_len=cfg.text_len))
 
 
 def _atomic_json(path: Path, obj) -> None:
