@@ -1,4 +1,4 @@
-"""training/: schedules, label mapping, data robustness, flow targets, the frozen Wan loader (SPEC section 7)."""
+"""training/: schedules, label mapping, data robustness, flow targets, the frozen Wan loader (docs/method.md §7)."""
 from __future__ import annotations
 
 import json
@@ -96,8 +96,8 @@ def test_config_file_and_overrides(tmp_path):
 
 # ------------------------------------------------------------------------------------------- data
 
-def test_wisa_mapping_on_the_example(shared_dir):
-    entries = json.loads((shared_dir / "data" / "wisa80k_example.json").read_text())
+def test_wisa_mapping_on_the_example(data_dir):
+    entries = json.loads((data_dir / "wisa80k_example.json").read_text())
     got = [D.wisa_categories(e) for e in entries]
     assert got[0] == ["Elastic", "Collision"]  # deformation, collision; q2 "scattering" ignored (not optical)
     assert got[1] == ["Elastic", "Fluid", "Phase Change", "Thermal"]  # solidification + liquid motion, deformation

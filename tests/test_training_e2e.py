@@ -1,4 +1,4 @@
-"""training/ end to end on CPU: tiny stages A-C, kill-and-resume, torchrun with two gloo ranks (SPEC section 7)."""
+"""training/ end to end on CPU: tiny stages A-C, kill-and-resume, torchrun with two gloo ranks (docs/method.md §7)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""PILA adapter training (SPEC section 7): data, cache, frozen Wan, stages A-C, quick start.
+"""PILA adapter training (docs/method.md §7): data, cache, frozen Wan, stages A-C, quick start.
 
 Importing this package makes a CPU torch + PyPI torchvision pair importable (transformers and diffusers
 import torchvision) through `pila.compat`.

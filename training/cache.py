@@ -1,4 +1,4 @@
-"""Pre-compute what training reads: VAE latents, UMT5 text states, optical-flow targets (SPEC section 7).
+"""Pre-compute what training reads: VAE latents, UMT5 text states, optical-flow targets (docs/method.md §7).
 
     python -m training.cache --annotations wisa-80k.json --videos videos/ --out cache/ \\
         --vae wan_2.1_vae.safetensors --t5 umt5_xxl_fp16.safetensors            # real weights (ComfyUI files)
@@ -15,7 +15,7 @@ Per clip it stores (sharded safetensors, `shard_XXXXX.safetensors` + `shard_XXXX
   4t and 4t + 4, area-averaged over 8x8 blocks and divided by 8 into latent pixels, the last latent frame
   replicated; confidence `clamp(sigmoid(2 (|grad I| + 0.5 |f| - 0.15)), 0.05, 1)` with `|grad I|` the
   kornia Sobel gradient magnitude of the grey frame (in [0, 1]) at latent resolution (per latent pixel)
-  **(ours: the units; SPEC gives only the formula)**;
+  **(ours: the units; the paper gives only the formula)**;
 - `labels` `[8]` multi-hot (training.data's WISA mapping).
 
 `--workers N` DataLoader processes decode clips and compute the flow targets while the main process runs the

@@ -23,7 +23,7 @@ class TrainConfig:
     text_dim: int = 4096  # UMT5 width of the cached text states (4096 for UMT5-XXL)
     top_k: int = 4
     init_adapter: str = ""  # start the first stage from this adapter file instead of a fresh adapter
-    # ---- stages (SPEC section 7)
+    # ---- stages (docs/method.md §7)
     stages: str = "ABC"
     schedule_scale: float = 1.0  # multiplies every step count below (the tiny recipe shrinks them)
     shift: float = 5.0

@@ -1,16 +1,16 @@
 """Training data: WISA-80K-style annotations + mp4 clips, our label mapping, decoding, synthetic physics clips.
 
-Annotation format (WISA-80K, `../shared/data/wisa80k_example.json`): a JSON list of entries with
+Annotation format (WISA-80K, `data/wisa80k_example.json`): a JSON list of entries with
 `en_caption` (the caption the backbone sees), `en_caption_1` (short caption), `phys_law` (a physics
 description), `q0` (dynamics), `q1` (thermodynamics), `q2` (optics), `q3`, `q4`, `n0..n2` (densities,
 durations, temperatures) and `label` (the main phenomenon). The clip of an entry is found from its
 `video` / `video_path` / `path` / `file` field, else `<sha256>.mp4` (the WISA-80K zips store `<sha256>.mp4`),
 else `<index>.mp4`, relative to the video folder.
 
-Text (SPEC section 4, **ours**): the backbone's text is `en_caption`; the physics description that feeds the
+Text (docs/method.md §4, **ours**): the backbone's text is `en_caption`; the physics description that feeds the
 adapter's condition is `phys_law` (falling back to `en_caption_1`, then the caption).
 
-## Label mapping (ours): WISA phenomena -> the 8 categories of SPEC section 4 (multi-label)
+## Label mapping (ours): WISA phenomena -> the 8 categories of docs/method.md §4 (multi-label)
 
 The main `label` and every phrase of `q0` (dynamics) and `q1` (thermodynamics) are looked up in the table
 below and their categories are united. `q2` (optics) is only used when the main label is itself optical:
@@ -98,7 +98,7 @@ def _phrases(text: str) -> list[str]:
 
 
 def wisa_categories(entry: dict, *, unknown: Counter | None = None) -> list[str]:
-    """Our mapping (module docstring) of one WISA entry to a sorted list of SPEC section 4 categories."""
+    """Our mapping (module docstring) of one WISA entry to a sorted list of docs/method.md §4 categories."""
     from pila.taxonomy import CATEGORIES
     cats: set[str] = set()
     label = str(entry.get("label", "")).strip().lower()

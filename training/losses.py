@@ -24,7 +24,7 @@ def shift_sigma(s: Tensor, shift: float = 5.0) -> Tensor:
 
 
 def sample_sigma(n: int, f: float = 0.0, *, shift: float = 5.0, generator: torch.Generator | None = None) -> Tensor:
-    """SPEC section 7: i uniform in {floor(f * 1000) .. 999}, s = 1 - i / 1000, sigma = shift s / (1 + (shift - 1) s).
+    """docs/method.md §7: i uniform in {floor(f * 1000) .. 999}, s = 1 - i / 1000, sigma = shift s / (1 + (shift - 1) s).
 
     f = 0 is the full range; f = 0.90 gives sigma <= 0.357, 0.75 <= 0.625, 0.50 <= 0.833 (sigma 1 = pure noise)."""
     lo = int(math.floor(f * 1000 + 1e-9))
@@ -47,7 +47,7 @@ def _weighted_smooth_l1(a: Tensor, b: Tensor, w: Tensor, beta: float) -> Tensor:
 
 def stage_a_loss(u: Tensor, flow: Tensor, flow_jac: Tensor, conf: Tensor, *, jacobian_weight: float = 1.0,
                  beta: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
-    """Stage A (SPEC 7): confidence-weighted smooth-L1 of u vs the flow, plus the same on the spatial Jacobian.
+    """Stage A (docs/method.md §7): confidence-weighted smooth-L1 of u vs the flow, plus the same on the spatial Jacobian.
 
     u, flow `[B, 2, T, H, W]` (latent pixels per latent frame, x first); flow_jac `[B, 4, ...]`; conf `[B, 1, ...]`."""
     assert u.shape == flow.shape, f"u {tuple(u.shape)} and the flow target {tuple(flow.shape)} must match"
@@ -57,7 +57,7 @@ def stage_a_loss(u: Tensor, flow: Tensor, flow_jac: Tensor, conf: Tensor, *, jac
     return l_flow + jacobian_weight * l_jac, {"flow": l_flow.detach(), "jacobian": l_jac.detach()}
 
 
-# Stage B: each phase's local residual relations (ours: the SPEC 5 terms whose fields that phase constructs)
+# Stage B: each phase's local residual relations (ours: the docs/method.md §5 terms whose fields that phase constructs)
 PHASE_TERMS: dict[str, tuple[str, ...]] = {
     "core": ("fluid_continuity", "fluid_momentum", "fluid_pressure_bound", "fluid_density_prior",
              "compressible_acoustic", "compressible_eos_closure", "rigid_stress_closure"),
@@ -86,7 +86,7 @@ def stage_b_weights(step: int, starts, *, ramp: int = 100, old: float = 0.25) ->
 
 def stage_b_loss(fields: dict[str, Tensor], consts: nn.Module, *, step: int, starts, ramp: int = 100,
                  old: float = 0.25, mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """Stage B (SPEC 7): sum over started phases of weight x their relations (pila.csrc.TERMS) on AFE fields."""
+    """Stage B (docs/method.md §7): sum over started phases of weight x their relations (pila.csrc.TERMS) on AFE fields."""
     weights, _ = stage_b_weights(step, starts, ramp=ramp, old=old)
     f32 = {k: v.float() for k, v in fields.items()}
     ref = next(iter(f32.values()))
@@ -109,7 +109,7 @@ def stage_b_loss(fields: dict[str, Tensor], consts: nn.Module, *, step: int, sta
 
 
 def stage_c_schedule(step: int, cfg: TrainConfig) -> dict[str, float]:
-    """Stage C warm-ups (SPEC 7) at optimizer step `step`."""
+    """Stage C warm-ups (docs/method.md §7) at optimizer step `step`."""
     ramp = cfg.steps(cfg.lambda_ramp_steps)
     thr_steps = cfg.steps(cfg.sigma_threshold_steps)
     lo, hi = cfg.sigma_threshold
@@ -134,7 +134,7 @@ def stage_c_loss(v: Tensor, dv: Tensor, target: Tensor, sigma: Tensor, csrc: Ten
 
 
 def normalise_energy(E: Tensor) -> Tensor:
-    """`0.08 + 0.92 clamp(E / q0.9(E), 0, 1)` per sample (SPEC 7), detached."""
+    """`0.08 + 0.92 clamp(E / q0.9(E), 0, 1)` per sample (docs/method.md §7), detached."""
     E = E.detach().float()
     q = torch.quantile(E.flatten(1), 0.9, dim=1).clamp_min(1e-8)
     return 0.08 + 0.92 * (E / q.view(-1, 1, 1, 1, 1)).clamp(0, 1)
@@ -148,7 +148,7 @@ def boot_mask(v: Tensor, x0_hat: Tensor) -> Tensor:
 
 
 def routed_field_mask(bank: Tensor, selected: Tensor | None = None, *, active: tuple[str, ...] | None = None) -> Tensor:
-    """M_phys: the mask of the active routed fields (SPEC 7): 0.65 temporal change + 0.25 event magnitude
+    """M_phys: the mask of the active routed fields (docs/method.md §7): 0.65 temporal change + 0.25 event magnitude
     + 0.10 boundary (spatial gradient), channel means over the bank slots of the selected experts' recipes
     (all active slots when `selected` is None), same normalisation as M_boot. **ours**: the channel choice."""
     bank = bank.detach().float()

@@ -43,7 +43,7 @@ from pila.taxonomy import multi_hot
 
 SCENARIOS: tuple[str, ...] = ("uniform", "bounce", "collision")
 SPLITS: tuple[str, ...] = ("id", "ood_speed", "ood_radius", "ood_gravity")
-# scenario -> physical categories (SPEC section 4 taxonomy)
+# scenario -> physical categories (docs/method.md §4 taxonomy)
 SCENARIO_LABELS: dict[str, tuple[str, ...]] = {
     "uniform": ("Rigid Body",),
     "bounce": ("Rigid Body", "Collision"),

@@ -10,7 +10,7 @@ state.partNN (tar.gz, <= 15 MiB each) with report.md; unpack it with
 `mkdir -p runs/physworld && cat state.part* | tar xzf - -C runs/physworld` and carry runs/physworld into the next
 call. `--config full_ablations` (the same run folder) adds the three ablation arms to a finished `full` run.
 
-Arms, all on the same frozen base and measured on the same clips with the same noise (SPEC sections 1, 7):
+Arms, all on the same frozen base and measured on the same clips with the same noise (docs/method.md §1, §7):
 - `base`: a tiny Wan (diffusers `WanTransformer3DModel`) in pixel space (3 channels), trained with rectified flow
   (x_s = (1 - s) x0 + s noise, target noise - x0, sigma 1 = noise). The "weak" base sees uniform motion only, so
   there is physics (gravity, bounces, collisions) to correct; a "strong" base (all scenarios) is optional.
@@ -74,7 +74,7 @@ from pila.config import PILAConfig
 from pila.decoder import apply_correction
 from pila.encoder import ResBlock3d
 from training import physworld as pw
-from training import train as T  # the project's trainer: stage losses, schedules, StageModel (SPEC section 7)
+from training import train as T  # the project's trainer: stage losses, schedules, StageModel (docs/method.md §7)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 ARMS = ("base", "plain", "plain_flops", "pila", "finetune", "pila_nores", "pila_dense", "pila_randlabels")
@@ -154,7 +154,7 @@ def _key(*parts) -> int:
 
 class TinyWan(nn.Module):
     """A pixel-space Wan (diffusers WanTransformer3DModel, 3 channels) with the frame-conditioning convention:
-    velocity 0 on the condition frames. Called with timestep 1000 * sigma (SPEC section 1)."""
+    velocity 0 on the condition frames. Called with timestep 1000 * sigma (docs/method.md §1)."""
 
     def __init__(self, wan: dict, *, text_dim: int, cond_frames: int):
         super().__init__()
@@ -177,7 +177,7 @@ class PlainAdapter(nn.Module):
     """The "+ Plain Adapter" control: [x0_hat, v, sigma] -> dv with no bank, no experts and no residuals.
     A 3x3x3 stem, `blocks` residual blocks (the same ResBlock3d as PILA's encoder), the condition vector
     c = MLP([pooled text, labels, sigma]) added after the stem and every block, a zero-initialised 1x1x1 output
-    (a fresh adapter leaves the base unchanged); the caller applies the same gate (SPEC section 1, Eq. 10)."""
+    (a fresh adapter leaves the base unchanged); the caller applies the same gate (docs/method.md §1, Eq. 10)."""
 
     def __init__(self, *, latent_channels: int = 3, width: int = 32, blocks: int = 4, text_dim: int = 32,
                  num_categories: int = 8, groups: int = 8):
@@ -402,7 +402,7 @@ def load_training_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer
 # Stage A targets
 
 def flow_confidence(x0: Tensor, flow: Tensor) -> Tensor:
-    """SPEC section 7's flow confidence, clamp(sigmoid(2 (|grad I| + 0.5 |f| - 0.15)), 0.05, 1), with I the clean
+    """docs/method.md §7's flow confidence, clamp(sigmoid(2 (|grad I| + 0.5 |f| - 0.15)), 0.05, 1), with I the clean
     frame's channel mean in [0, 1] -> `[B, 1, T, H, W]`."""
     lum = ((x0.float() + 1) / 2).mean(1, keepdim=True)
     return torch.sigmoid(2 * (fd.grad_norm(lum) + 0.5 * flow.norm(dim=1, keepdim=True) - 0.15)).clamp(0.05, 1)
@@ -486,14 +486,14 @@ class Run:
         clips = pw.Clips.cat(parts)
         x0 = clips.video
         noise = torch.randn(x0.shape, generator=g).to(self.device)
-        # SPEC 7's draw (the trainer's), with this world's shift
+        # docs/method.md §7's draw (the trainer's), with this world's shift
         sigma = T.sample_sigma(size, sigma_floor, shift=self.cfg["shift"], generator=g).to(self.device)
         return self._noised(clips, x0, noise, sigma) | {"clips": clips, "text": self.text_for(order), "gen": g}
 
     def _noised(self, clips, x0: Tensor, noise: Tensor, sigma: Tensor) -> dict:
         c = self.world.cond_frames
         s = sigma.view(-1, 1, 1, 1, 1)
-        x_t = (1 - s) * x0 + s * noise  # SPEC 1: sigma 1 = pure noise
+        x_t = (1 - s) * x0 + s * noise  # docs/method.md §1: sigma 1 = pure noise
         x_t = torch.cat([x0[:, :, :c], x_t[:, :, c:]], 2)
         target = noise - x0
         target = torch.cat([torch.zeros_like(target[:, :, :c]), target[:, :, c:]], 2)
@@ -502,7 +502,7 @@ class Run:
     # ---- training loop --------------------------------------------------------------------------------------
     def train(self, name: str, model: nn.Module, groups: list[dict], loss_fn, *, steps: int, warmup: int,
               step_offset: int = 0) -> nn.Module:
-        """Train `model` for `steps` steps with AdamW (weight decay 0.01, gradient clip 0.5, SPEC section 7);
+        """Train `model` for `steps` steps with AdamW (weight decay 0.01, gradient clip 0.5, docs/method.md §7);
         `groups`: [{"params", "lr", "scale": step -> factor}] (lr constant after a linear warm-up, times scale).
         loss_fn(step_global, step_local) -> (loss, logs). Resumes from and writes phases/<name>/; the finished
         model.safetensors keeps the optimizer, so raising `steps` later continues it (the lr is constant after the
@@ -630,7 +630,7 @@ class Run:
 
     def pila_arm(self, base: TinyWan, base_name: str, arm: str, seed: int) -> nn.Module:
         """Stages A -> B -> C of the project's trainer (training.train: StageModel, its stage losses and schedules,
-        SPEC section 7) on this world's batches. The stages share the adapter step stream, so PILA sees exactly the
+        docs/method.md §7) on this world's batches. The stages share the adapter step stream, so PILA sees exactly the
         plain adapter's batches; the schedules are the paper's, scaled to this run's stage lengths. `pila_nores`
         skips B (its steps go to C) and has lambda_phys = 0; `pila_randlabels` reads random labels throughout."""
         with torch.random.fork_rng(devices=[]):

@@ -63,5 +63,5 @@ def _noise(x0: Tensor, stage: str, step: int, positions: list[int], knobs: dict,
     sigma = torch.cat(sig).to(x0.device)
     noise = torch.stack(noise).to(x0.device)
     s = sigma.view(-1, 1, 1, 1, 1)
-    x_t = (1 - s) * x0 + s * noise  # SPEC 1: sigma 1 = pure noise
+    x_t = (1 - s) * x0 + s * noise  # docs/method.md §1: sigma 1 = pure noise
     return x_t, sigma, noise - x0

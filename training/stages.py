@@ -56,7 +56,7 @@ class StageModel(nn.Module):
         return loss + touch, logs
 
     def _stage_c(self, x_t, sigma, v, batch, knobs):
-        """adapter.forward (SPEC 3-6) with the routed CSRC loss: the physical mask reads this call's routed bank,
+        """adapter.forward (docs/method.md §3-6) with the routed CSRC loss: the physical mask reads this call's routed bank,
         and the CSRC labels drop the samples above the sigma threshold while routing keeps their labels."""
         a, cfg = self.adapter, self.adapter.config
         B = x_t.shape[0]

@@ -1,4 +1,4 @@
-"""The frozen Wan 2.1 T2V backbone for training (SPEC section 7: frozen, run under no_grad).
+"""The frozen Wan 2.1 T2V backbone for training (docs/method.md §7: frozen, run under no_grad).
 
 The backbone is diffusers' `WanTransformer3DModel`, loaded from the single safetensors file ComfyUI users
 already have (`wan2.1_t2v_1.3B_bf16.safetensors` and friends: the original Wan key names, with or without a
@@ -7,7 +7,7 @@ already have (`wan2.1_t2v_1.3B_bf16.safetensors` and friends: the original Wan k
 diffusers' own `convert_wan_transformer_to_diffusers`; `diffusers_to_wan` is its inverse, used to write the
 tiny random Wan files of the quick start and the tests in the same format as the real ones.
 
-Conventions (SPEC section 1): sigma in [0, 1], 1 = pure noise; the model is called with timestep
+Conventions (docs/method.md §1): sigma in [0, 1], 1 = pure noise; the model is called with timestep
 `1000 * sigma` (as ComfyUI's flow model sampling does) and predicts the velocity `noise - x0`.
 """
 from __future__ import annotations
@@ -238,7 +238,7 @@ def save_wan_file(model: nn.Module, path: str | Path, *, prefix: str = COMFY_PRE
 # --- the frozen backbone -------------------------------------------------------------------------------
 
 class FrozenWan(nn.Module):
-    """v = v_theta(x_s, sigma, text) under no_grad, in bf16 on GPU; returns fp32 velocities (SPEC section 1)."""
+    """v = v_theta(x_s, sigma, text) under no_grad, in bf16 on GPU; returns fp32 velocities (docs/method.md §1)."""
 
     def __init__(self, model: nn.Module, *, compute_dtype: torch.dtype | None = None):
         super().__init__()
