@@ -33,6 +33,8 @@ STOP = frozenset("a an the this that these those some any its it his her their m
                  "here into onto over up down out off , . ; : ! ? ( )".split())
 CLAUSE = frozenset({",", ".", ";", ":", "!", "?", "and", "but", "while", "as", "when", "then", "with", "after", "before"})
 MECH_PREFIX = ("v_", "a_")
+USE_SIMPLEMMA = False
+CHAR_NGRAMS = 0  # character 4-grams: measured no gain (see docs/labels_eval.md)
 
 
 def features(prompt: str) -> tuple[dict[str, float], object, object]:
@@ -55,15 +57,21 @@ def features(prompt: str) -> tuple[dict[str, float], object, object]:
             if t.concepts:
                 f["n:" + t.lemma] = 1.0
             continue
-        f["w:" + t.lemma] = 1.0
+        lemma = t.lemma if t.concepts or "_" in t.lemma else _lemma(t.lemma)
+        f["w:" + lemma] = 1.0
         for c in t.concepts:
             f["c:" + c] = 1.0
             has_mech |= c.startswith("v_")
         clauses[-1].append(t)
-        if t.lemma not in STOP:
-            content.append(t.lemma)
+        if lemma not in STOP:
+            content.append(lemma)
     for a, b in zip(content, content[1:]):
         f[f"b:{a}_{b}"] = 1.0
+    if CHAR_NGRAMS:
+        for w in content:
+            w = f"<{w}>"
+            for i in range(len(w) - CHAR_NGRAMS + 1):
+                f["g:" + w[i:i + CHAR_NGRAMS]] = 0.3
     for cl in clauses:
         mech = {c for t in cl for c in t.concepts if c.startswith(MECH_PREFIX)}
         objs = {c for t in cl for c in t.concepts if not c.startswith(MECH_PREFIX)}
@@ -82,6 +90,18 @@ def features(prompt: str) -> tuple[dict[str, float], object, object]:
     n = len(content)
     f["s:len" + ("<6" if n < 6 else "<15" if n < 15 else "15+")] = 1.0
     return f, ev, sc
+
+
+@lru_cache(maxsize=65536)
+def _lemma(word: str) -> str:
+    """Lemma of a word the physics lexicon does not know (simplemma's English dictionary, offline)."""
+    if not USE_SIMPLEMMA or not word.isalpha():
+        return word
+    try:
+        import simplemma
+    except ImportError:
+        return word
+    return simplemma.lemmatize(word, lang="en").lower()
 
 
 @lru_cache(maxsize=1)

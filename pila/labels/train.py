@@ -35,7 +35,9 @@ CODES = dict(zip("REFGPXTO", CATEGORIES))
 class TrainConfig:
     l2: float = 0.001           # L2 strength per example (mean loss + l2/2 |w|^2)
     min_count: int = 2          # keep features seen in at least this many prompts
-    own_weight: float = 2.0     # weight of the packaged prompts relative to --extra files
+    own_weight: float = 4.0     # weight of the packaged prompts relative to --extra files
+    drop: str = ""              # comma-separated feature prefixes to leave out (ablations)
+    augment: float = 1.0        # weight of the augmented prompts (0: none)
     tune_on_own: int = 1        # choose thresholds on the packaged (many-style) prompts only
     folds: int = 5
     iters: int = 300
@@ -52,6 +54,33 @@ def load_txt(path: Path) -> list[dict]:
             raise ValueError(f"{path}:{n}: expected 'CODES<TAB>prompt' with codes from REFGPXTO or '-', got {line!r}")
         rows.append({"prompt": prompt.strip(), "labels": [c for k, c in CODES.items() if k in codes]})
     return rows
+
+
+# augmentation (deterministic): camera / style wrappers that carry no physics, and static shots of physics objects
+WRAPPERS = ("{p}, cinematic, 4k, slow motion", "Wide shot, handheld camera: {p}", "{p}. Shot on 35mm film, shallow depth "
+            "of field.", "close-up, {p}, highly detailed, dramatic lighting", "Tracking shot as {p}", "{p}, timelapse")
+STATIC = ("product shot of {o}, studio lighting, white background", "{o} on a wooden table, still life, soft light",
+          "a photo of {o} on a shelf", "{o}, minimalist, centered composition, 8k", "a painting of {o} in a gallery",
+          "close-up portrait of a woman holding {o}", "{o} sitting on the counter", "logo of {o}, flat vector icon",
+          "an empty room with {o} in the corner", "{o} displayed in a shop window at night")
+STATIC_OBJECTS = ("a glass of water", "a cup of hot coffee", "a bottle of wine", "a kettle", "a candle", "an ice cube tray",
+                  "a fire extinguisher", "a rubber ball", "a basketball", "a hammer", "a frying pan", "a jar of honey",
+                  "a can of soda", "a steam iron", "a lava lamp", "a bowl of soup", "a spray bottle", "a balloon",
+                  "a bag of ice", "a gas can", "a prism", "a snow globe", "a bucket of paint", "a fishbowl",
+                  "a matchbox", "a skateboard", "a tennis racket", "a lighter", "a thermometer", "a block of cheese")
+
+
+def augment(rows: list[dict], origin: list[str]) -> list[dict]:
+    out = []
+    for i, r in enumerate(rows):
+        if not origin[i].endswith(".txt") and i % 3 == 0:
+            p = r["prompt"].rstrip(".")
+            out.append({"prompt": WRAPPERS[i % len(WRAPPERS)].format(p=p[0].lower() + p[1:]), "labels": r["labels"]})
+    for j, o in enumerate(STATIC_OBJECTS):
+        for k in (j % len(STATIC), (j + 3) % len(STATIC)):
+            t = STATIC[k].format(o=o)
+            out.append({"prompt": t[0].upper() + t[1:], "labels": []})
+    return out
 
 
 def fit(X: torch.Tensor, Y: torch.Tensor, w: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         rows += r
         weights += [1.0] * len(r)
         origin += [Path(p).name] * len(r)
+    if cfg.augment:
+        aug = augment(rows, origin)
+        rows += aug
+        weights += [cfg.augment] * len(aug)
+        origin += ["(augmented)"] * len(aug)
     feats = [features(r["prompt"])[0] for r in rows]
+    if cfg.drop:
+        feats = [{k: v for k, v in f.items() if not k.startswith(tuple(cfg.drop.split(",")))} for f in feats]
     df = Counter(k for f in feats for k in f)
     vocab = sorted(k for k, n in df.items() if n >= cfg.min_count or k.startswith("r:"))
     col = {k: i for i, k in enumerate(vocab)}
