@@ -33,7 +33,6 @@ STOP = frozenset("a an the this that these those some any its it his her their m
                  "here into onto over up down out off , . ; : ! ? ( )".split())
 CLAUSE = frozenset({",", ".", ";", ":", "!", "?", "and", "but", "while", "as", "when", "then", "with", "after", "before"})
 MECH_PREFIX = ("v_", "a_")
-USE_SIMPLEMMA = False
 CHAR_NGRAMS = 0  # character 4-grams: measured no gain (see docs/labels_eval.md)
 
 
@@ -57,7 +56,7 @@ def features(prompt: str) -> tuple[dict[str, float], object, object]:
             if t.concepts:
                 f["n:" + t.lemma] = 1.0
             continue
-        lemma = t.lemma if t.concepts or "_" in t.lemma else _lemma(t.lemma)
+        lemma = t.lemma
         f["w:" + lemma] = 1.0
         for c in t.concepts:
             f["c:" + c] = 1.0
@@ -90,18 +89,6 @@ def features(prompt: str) -> tuple[dict[str, float], object, object]:
     n = len(content)
     f["s:len" + ("<6" if n < 6 else "<15" if n < 15 else "15+")] = 1.0
     return f, ev, sc
-
-
-@lru_cache(maxsize=65536)
-def _lemma(word: str) -> str:
-    """Lemma of a word the physics lexicon does not know (simplemma's English dictionary, offline)."""
-    if not USE_SIMPLEMMA or not word.isalpha():
-        return word
-    try:
-        import simplemma
-    except ImportError:
-        return word
-    return simplemma.lemmatize(word, lang="en").lower()
 
 
 @lru_cache(maxsize=1)
@@ -154,5 +141,3 @@ def confidences(prob: dict[str, float], labels: list[str], thresholds: list[floa
         out[c] = round(min(1.0, max(0.0, v)), 4)
     return {c: out[c] for c in CATEGORIES}
 
-
-_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)

@@ -37,11 +37,12 @@ class TrainConfig:
     min_count: int = 2          # keep features seen in at least this many prompts
     own_weight: float = 4.0     # weight of the packaged prompts relative to --extra files
     drop: str = ""              # comma-separated feature prefixes to leave out (ablations)
+    style_weight: float = 4.0   # weight of --style files
     augment: float = 1.0        # weight of the augmented prompts (0: none)
     tune_on_own: int = 1        # choose thresholds on the packaged (many-style) prompts only
     folds: int = 5
     iters: int = 300
-    grid: tuple = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
+    grid: tuple = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 
 
 def load_txt(path: Path) -> list[dict]:
@@ -118,9 +119,13 @@ def choose_thresholds(P: torch.Tensor, gold: list[list[str]], cfg: TrainConfig) 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pila.labels.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--extra", nargs="*", default=[], help="more JSONL files of {prompt, labels}")
+    ap.add_argument("--style", nargs="*", default=[], help="JSONL files in many styles: weighted like the packaged "
+                    "prompts and used with them to choose the thresholds")
     ap.add_argument("--out", default=str(MODEL_PATH))
     ap.add_argument("--check", action="store_true", help="cross-validate only; write nothing")
     ap.add_argument("--errors", nargs="*", default=[], help="print out-of-fold errors of these files (by name)")
+    ap.add_argument("--review", default=None, help="list packaged prompts whose label for this category the "
+                    "out-of-fold model contradicts with confidence (to re-check the hand labels)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
     args = ap.parse_args(argv)
     cfg = TrainConfig(**{k: type(getattr(TrainConfig, k))(v) for k, v in (kv.split("=") for kv in args.set)})
@@ -130,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += r
         weights += [cfg.own_weight] * len(r)
         origin += [p.name] * len(r)
+    for p in args.style:
+        r = load_jsonl(p)
+        rows += r
+        weights += [cfg.style_weight] * len(r)
+        origin += [Path(p).name + " (style)"] * len(r)
     for p in args.extra:
         r = load_jsonl(p)
         rows += r
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         Wk, bk = fit(X[~te], Y[~te], w[~te], cfg)
         P[te] = torch.sigmoid(X[te] @ Wk + bk)
     gold = [r["labels"] for r in rows]
-    own = [i for i, o in enumerate(origin) if o.endswith(".txt")] if cfg.tune_on_own else list(range(len(rows)))
+    own = [i for i, o in enumerate(origin) if o.endswith((".txt", "(style)"))] if cfg.tune_on_own else list(range(len(rows)))
     thresholds, s = choose_thresholds(P[own], [gold[i] for i in own], cfg)
     print(f"cross-validated ({'packaged' if cfg.tune_on_own else 'all'} prompts, n={len(own)}): thresholds "
           f"{thresholds}, micro_f1 {s['micro_f1']:.3f}, exact_match {s['exact_match']:.3f}")
@@ -170,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         idx = [i for i, o in enumerate(origin) if o == name]
         si = score([gold[i] for i in idx], [decide(dict(zip(CATEGORIES, P[i].tolist())), thresholds) for i in idx])
         print(f"  {name:<36} n={len(idx):4d} micro_f1 {si['micro_f1']:.3f} exact_match {si['exact_match']:.3f}")
+    if args.review:
+        ci = CATEGORIES.index(args.review)
+        for i, r in enumerate(rows):
+            if origin[i].endswith(".txt") and (args.review in r["labels"]) != (P[i, ci] >= 0.5) and abs(P[i, ci] - 0.5) > 0.2:
+                print(f"  {origin[i]} p={P[i, ci]:.2f} gold {r['labels']} :: {r['prompt']}")
     if args.errors:
         for i, r in enumerate(rows):
             pred = decide(dict(zip(CATEGORIES, P[i].tolist())), thresholds)
