@@ -51,7 +51,7 @@ def detect(prompt: str) -> tuple[str, float]:
     lang, p = ident.classify(prompt)
     if lang == "en" or known >= KNOWN_ENGLISH:
         return "en", max(known, p if lang == "en" else 0.0)
-    if latin < 0.5 or p >= LANG_CONFIDENCE:
+    if latin < 0.5 or p >= LANG_CONFIDENCE or (known < 0.2 and p >= 0.6):  # short phrases: weaker evidence
         return lang, float(p)
     return "en", 1.0 - float(p)
 
