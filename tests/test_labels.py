@@ -49,9 +49,9 @@ def _figures(out: str) -> dict:
     return {"micro_f1": float(lines[-2].split()[1]), "exact_match": float(lines[-1].split()[1]), "ms": ms}
 
 
-def test_dev_file_figures_beat_keyword_free_baseline(shared_dir, capsys):
-    # ../shared/data/physics_labels_dev.jsonl: labels written for this project over VBench-2.0 and VideoPhy prompts
-    dev = shared_dir / "data" / "physics_labels_dev.jsonl"
+def test_dev_file_figures_beat_keyword_free_baseline(data_dir, capsys):
+    # data/physics_labels_dev.jsonl: labels written for this project over VBench-2.0 and VideoPhy prompts
+    dev = data_dir / "physics_labels_dev.jsonl"
     if not dev.is_file():
         pytest.skip(f"{dev} not found")
     fig = _figures(_run_cli(capsys, "evaluate", str(dev)))

@@ -5,7 +5,8 @@ a confidence per category and a short physics-oriented description.
     r = parse("a kettle starts to whistle and a white plume rises")
     r.labels, r.confidences, r.description, r.multi_hot()
 
-`parser="default"` is the offline lexicon + rules parser (no network, no download, deterministic);
+`parser="default"` is the offline parser (lexicon + rules for evidence, a trained linear model shipped as
+model.json to decide; English only, other languages get `extras["warning"]`; no network, deterministic);
 `parser="llm", model_dir=DIR` runs a local instruction LLM through transformers with the paper's two-step
 prompting and falls back to the default parser (with a logged reason) when its output is not valid.
 """

@@ -1,10 +1,10 @@
-"""Evaluation of a label parser on a JSONL file of {"prompt", "labels"} lines (SPEC section 9).
+"""Evaluation of a label parser on a JSONL file of {"prompt", "labels"} lines (docs/method.md §9).
 
 Per-category precision / recall / F1 / support, micro-F1 over all (prompt, category) pairs, exact-match
-accuracy of the label set, and mean parse time. The project's reference file is
-../shared/data/physics_labels_dev.jsonl: labels written for this project (conventions in
-physics_labels_dev_rules.md) over VBench-2.0 prompts (Vchitect/VBench, Apache-2.0) and VideoPhy test prompts
-(videophysics/videophy_test_public, MIT); see ../shared/data/README.md.
+accuracy of the label set, and mean parse time. The project's reference file is data/physics_labels_dev.jsonl:
+labels written for this project (conventions in docs/labels.md) over VBench-2.0 prompts (Vchitect/VBench,
+Apache-2.0) and VideoPhy test prompts (videophysics/videophy_test_public, MIT); see data/README.md. Sets in other
+styles, and how they were scored: docs/labels_eval.md.
 """
 from __future__ import annotations
 

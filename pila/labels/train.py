@@ -1,13 +1,18 @@
 """Train the default label parser's linear model (pila/labels/classifier.py) and write pila/labels/model.json.
 
-    python -m pila.labels.train                                   # the packaged prompts only
-    python -m pila.labels.train --extra ../more_labelled.jsonl    # plus JSONL files of {"prompt", "labels"}
-    python -m pila.labels.train --check                           # cross-validated figures, writes nothing
+    # how the shipped model.json was built (from the repository root):
+    python -m pila.labels.train --extra data/physics_labels_dev.jsonl tests/data/labels_heldout.jsonl \
+        tests/data/labels_heldout2.jsonl tests/data/labels_heldout3.jsonl \
+        --style tests/data/labels_eval_set1.jsonl tests/data/labels_eval_set2.jsonl
+    python -m pila.labels.train ... --check     # cross-validated figures per file, writes nothing
+    python -m pila.labels.train ... --check --review "Rigid Body"   # hand labels the model contradicts
 
 Training data: `pila/labels/data/*.txt`, prompts written for this project in many styles (tag lists, long
 cinematic shots, slang and typos, questions, children's stories, sports commentary, science, cooking, industry,
 space; a fifth of them with no physical process but trigger words in other senses), one `CODES<TAB>prompt` per
-line with codes R E F G P X T O (the 8 categories in canonical order) or "-" for none; plus any --extra files.
+line with codes R E F G P X T O (the 8 categories in canonical order) or "-" for none (conventions:
+docs/labels.md); plus --style files (other many-style sets, weighted like the packaged prompts) and --extra files
+(the dev file and older sets, weight 1). tests/data/labels_heldout4.jsonl is deliberately left out (an untuned check).
 The model is one logistic regression per category (L2, full-batch L-BFGS, deterministic) over the features of
 `classifier.features`; the thresholds for a 1st / 2nd / 3rd label are then chosen on out-of-fold probabilities
 (k-fold cross-validation) of the packaged prompts, precision first: the grid's best micro-F1 + exact match, ties to the higher threshold.
