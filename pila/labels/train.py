@@ -38,11 +38,11 @@ CODES = dict(zip("REFGPXTO", CATEGORIES))
 
 @dataclass
 class TrainConfig:
-    l2: float = 0.001           # L2 strength per example (mean loss + l2/2 |w|^2)
+    l2: float = 0.0005          # L2 strength per example (mean loss + l2/2 |w|^2)
     min_count: int = 2          # keep features seen in at least this many prompts
     own_weight: float = 4.0     # weight of the packaged prompts relative to --extra files
     drop: str = ""              # comma-separated feature prefixes to leave out (ablations)
-    style_weight: float = 4.0   # weight of --style files
+    style_weight: float = 2.0   # weight of --style files
     augment: float = 1.0        # weight of the augmented prompts (0: none)
     tune_on_own: int = 1        # choose thresholds on the packaged (many-style) prompts only
     folds: int = 5
