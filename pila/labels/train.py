@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     w = torch.tensor(weights, dtype=torch.float64)
     print(f"{len(rows)} prompts ({dict(Counter(origin))}), {len(vocab)} features")
 
-    # out-of-fold probabilities (deterministic folds: every k-th prompt)
+    # out-of-fold probabilities; a prompt's fold is a hash of its text, so adding prompts does not reshuffle the rest
+    fold = torch.tensor([zlib.crc32(r["prompt"].encode("utf-8")) % cfg.folds for r in rows])
     P = torch.zeros_like(Y)
     for k in range(cfg.folds):
-        te = torch.arange(len(rows)) % cfg.folds == k
+        te = fold == k
         Wk, bk = fit(X[~te], Y[~te], w[~te], cfg)
         P[te] = torch.sigmoid(X[te] @ Wk + bk)
     gold = [r["labels"] for r in rows]
