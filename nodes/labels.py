@@ -74,8 +74,9 @@ class PILAPhysicsLabelParser(io.ComfyNode):
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The video prompt to analyse (the same text as the positive prompt)."),
                 io.Combo.Input("parser", options=list(PARSERS), default="default",
-                               tooltip="default: offline lexicon + rules, no download. llm: a local instruction "
-                               "LLM (transformers) from 'llm_model' (models/LLM); falls back to the rules if its answer is invalid."),
+                               tooltip="default: offline lexicon + rules weighed by a trained linear model, no download; English only "
+                               "(another language gets a warning here and no labels). llm: a local instruction "
+                               "LLM (transformers) from 'llm_model' (models/LLM); falls back to the default parser if its answer is invalid."),
                 *[io.Combo.Input(override_id(c), options=OVERRIDE, default="auto",
                                  tooltip=f"{c}: auto = the parser decides, on/off = force this expert's label.")
                   for c in CATEGORIES],
@@ -114,6 +115,8 @@ class PILAPhysicsLabelParser(io.ComfyNode):
         labels = Labels(names, {k: float(v) for k, v in conf.items()}, r.description)
         forced = [f"{c}={overrides[override_id(c)]}" for c in CATEGORIES if overrides.get(override_id(c), "auto") != "auto"]
         shown = ", ".join(f"{c} ({conf.get(c, 1.0):.2f})" for c in names) or "none (the router still picks top-k)"
-        text = (f"labels: {shown}\n" + (f"overrides: {', '.join(forced)}\n" if forced else "")
+        warning = r.extras.get("warning")  # e.g. a prompt that is not English: say so, never a silent empty set
+        text = ((f"WARNING: {warning}\n" if warning else "") + f"labels: {shown}\n"
+                + (f"overrides: {', '.join(forced)}\n" if forced else "")
                 + f"description: {r.description}\nparser: {getattr(r, 'source', parser)}")
         return io.NodeOutput(labels, r.description, ui=ui.PreviewText(text))

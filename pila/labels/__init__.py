@@ -5,7 +5,8 @@ a confidence per category and a short physics-oriented description.
     r = parse("a kettle starts to whistle and a white plume rises")
     r.labels, r.confidences, r.description, r.multi_hot()
 
-`parser="default"` is the offline lexicon + rules parser (no network, no download, deterministic);
+`parser="default"` is the offline parser (lexicon + rules for evidence, a trained linear model shipped as
+model.json to decide; English only, other languages get `extras["warning"]`; no network, deterministic);
 `parser="llm", model_dir=DIR` runs a local instruction LLM through transformers with the paper's two-step
 prompting and falls back to the default parser (with a logged reason) when its output is not valid.
 """
@@ -33,26 +34,46 @@ class ParseResult:
         return multi_hot(self.labels, **kw)
 
     def to_dict(self) -> dict:
-        return {"labels": list(self.labels), "confidences": dict(self.confidences),
-                "description": self.description, "source": self.source}
+        out = {"labels": list(self.labels), "confidences": dict(self.confidences),
+               "description": self.description, "source": self.source}
+        if self.extras.get("warning"):
+            out["warning"] = self.extras["warning"]
+        return out
 
 
 class DefaultParser:
-    """Lexicon + rules; see pila/labels/rules.py."""
+    """The rules' evidence (pila/labels/rules.py) weighed by a trained linear model (pila/labels/classifier.py).
+    English only: another language gets no labels and a `warning` (extras) saying so."""
     name = "default"
 
     def __call__(self, prompt: str) -> ParseResult:
-        from .rules import score_prompt
+        from . import classifier
+        from .language import detect, language_name
+        from .rules import describe
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         try:
-            conf, description, _ = score_prompt(prompt)
+            lang, p = detect(prompt)
+            if lang != "en":
+                msg = (f"the prompt looks {language_name(lang)} ({lang}, confidence {p:.2f}); the default parser reads "
+                       "English only, so no physics labels were set: write the prompt in English, set the categories "
+                       "by hand, or use the llm parser")
+                return ParseResult(labels=[], confidences={c: 0.0 for c in CATEGORIES},
+                                   description=f"(not English: {msg})", source="default",
+                                   extras={"language": lang, "warning": msg})
+            model = classifier.load_model()
+            f, ev, sc = classifier.features(prompt)
+            prob = classifier.probabilities(f, model)
+            labels = classifier.decide(prob, model["thresholds"])
+            conf = classifier.confidences(prob, labels, model["thresholds"])
+            description = describe(ev, sc, labels)
         except Exception as e:  # noqa: BLE001 - a sampler must never die on an odd prompt; log and return no labels
             log.exception("default label parser failed on %r", prompt[:200])
             return ParseResult(labels=[], confidences={c: 0.0 for c in CATEGORIES},
-                               description="(parser error: no physics labels)", source=f"default (error: {e})")
-        labels = [c for c in CATEGORIES if conf[c] >= 0.5]
-        return ParseResult(labels=labels, confidences=conf, description=description, source="default")
+                               description="(parser error: no physics labels)", source=f"default (error: {e})",
+                               extras={"warning": f"parser error: {e}"})
+        return ParseResult(labels=labels, confidences=conf, description=description, source="default",
+                           extras={"language": "en", "probabilities": {c: round(v, 4) for c, v in prob.items()}})
 
 
 _CACHE: dict = {}

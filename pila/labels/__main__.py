@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.cmd == "parse":
         r = parser(args.prompt)
+        if r.extras.get("warning"):
+            print(f"warning: {r.extras['warning']}", file=sys.stderr)
         if args.json:
             print(json.dumps(r.to_dict(), indent=2))
         else:
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"gold {row['labels']} pred {pred} :: {row['prompt']}")
                 shown += 1
         print()
+    if res.get("warnings"):
+        print(f"warning: {res['warnings']} prompt(s) got no labels because they are not English", file=sys.stderr)
     print(format_report(res))
     return 0
 

@@ -1,10 +1,10 @@
-"""Evaluation of a label parser on a JSONL file of {"prompt", "labels"} lines (SPEC section 9).
+"""Evaluation of a label parser on a JSONL file of {"prompt", "labels"} lines (docs/method.md §9).
 
 Per-category precision / recall / F1 / support, micro-F1 over all (prompt, category) pairs, exact-match
-accuracy of the label set, and mean parse time. The project's reference file is
-../shared/data/physics_labels_dev.jsonl: labels written for this project (conventions in
-physics_labels_dev_rules.md) over VBench-2.0 prompts (Vchitect/VBench, Apache-2.0) and VideoPhy test prompts
-(videophysics/videophy_test_public, MIT); see ../shared/data/README.md.
+accuracy of the label set, and mean parse time. The project's reference file is data/physics_labels_dev.jsonl:
+labels written for this project (conventions in docs/labels.md) over VBench-2.0 prompts (Vchitect/VBench,
+Apache-2.0) and VideoPhy test prompts (videophysics/videophy_test_public, MIT); see data/README.md. Sets in other
+styles, and how they were scored: docs/labels_eval.md.
 """
 from __future__ import annotations
 
@@ -58,16 +58,18 @@ def baseline_most_frequent_set(gold: list[list[str]]) -> list[str]:
 def evaluate(path: str | Path, parser) -> dict:
     rows = load_jsonl(path)
     parser("warm-up: load the lexicon")  # not timed: one-off loading
-    preds, t_total, sources = [], 0.0, Counter()
+    preds, t_total, sources, warnings = [], 0.0, Counter(), 0
     for row in rows:
         t0 = time.perf_counter()
         r = parser(row["prompt"])
         t_total += time.perf_counter() - t0
         preds.append(list(r.labels))
         sources[r.source.split(":")[0]] += 1
+        warnings += r.extras.get("language", "en") != "en"
     out = score([r["labels"] for r in rows], preds)
     out["ms_per_prompt"] = 1000.0 * t_total / max(1, len(rows))
     out["sources"] = dict(sources)
+    out["warnings"] = warnings
     out["predictions"] = preds
     out["rows"] = rows
     base = baseline_most_frequent_set([r["labels"] for r in rows])

@@ -1,12 +1,13 @@
-"""The default physics label parser: lexicon + linguistic rules, no network, deterministic (SPEC section 9).
+"""Evidence stage of the default physics label parser: lexicon + linguistic rules, no network, deterministic
+(docs/method.md §9). `classifier.py` weighs this evidence with a trained linear model to decide the labels.
 
 Step 1 of the paper's two-step parsing (rewrite into a physics description) and step 2 (map to categories) are
 done together here: the prompt is lemmatised, figurative idioms and negated words are masked, then rules built
 from physics knowledge turn materials, objects and mechanism verbs into evidence for each of the 8 categories
 of SPEC section 4. Evidence s >= 0 becomes a confidence 1 - 2^(-2 s) (s = 0.5 -> 0.5, the label threshold).
 
-The labelling conventions follow ../shared/data/physics_labels_dev_rules.md (written for this project; the dev
-set is hand labels over VBench-2.0 and VideoPhy prompts, see ../shared/data/README.md).
+The labelling conventions are those of docs/labels.md (the dev set data/physics_labels_dev.jsonl is hand labels
+over VBench-2.0 and VideoPhy prompts, see data/README.md).
 """
 from __future__ import annotations
 

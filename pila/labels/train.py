@@ -1,0 +1,214 @@
+"""Train the default label parser's linear model (pila/labels/classifier.py) and write pila/labels/model.json.
+
+    # how the shipped model.json was built (from the repository root):
+    python -m pila.labels.train --extra data/physics_labels_dev.jsonl tests/data/labels_heldout.jsonl \
+        tests/data/labels_heldout2.jsonl tests/data/labels_heldout3.jsonl \
+        --style tests/data/labels_eval_set1.jsonl tests/data/labels_eval_set2.jsonl
+    python -m pila.labels.train ... --check     # cross-validated figures per file, writes nothing
+    python -m pila.labels.train ... --check --review "Rigid Body"   # hand labels the model contradicts
+
+Training data: `pila/labels/data/*.txt`, prompts written for this project in many styles (tag lists, long
+cinematic shots, slang and typos, questions, children's stories, sports commentary, science, cooking, industry,
+space; a fifth of them with no physical process but trigger words in other senses), one `CODES<TAB>prompt` per
+line with codes R E F G P X T O (the 8 categories in canonical order) or "-" for none (conventions:
+docs/labels.md); plus --style files (other many-style sets, weighted like the packaged prompts) and --extra files
+(the dev file and older sets, weight 1). tests/data/labels_heldout4.jsonl is deliberately left out (an untuned check).
+The model is one logistic regression per category (L2, full-batch L-BFGS, deterministic) over the features of
+`classifier.features`; the thresholds for a 1st / 2nd / 3rd label are then chosen on out-of-fold probabilities
+(k-fold cross-validation) of the packaged prompts, precision first: the grid's best micro-F1 + exact match, ties to the higher threshold.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..taxonomy import CATEGORIES
+from .classifier import MODEL_PATH, decide, features
+from .evaluate import load_jsonl, score
+
+DATA_DIR = Path(__file__).with_name("data")
+CODES = dict(zip("REFGPXTO", CATEGORIES))
+
+
+@dataclass
+class TrainConfig:
+    l2: float = 0.0005          # L2 strength per example (mean loss + l2/2 |w|^2)
+    min_count: int = 2          # keep features seen in at least this many prompts
+    own_weight: float = 4.0     # weight of the packaged prompts relative to --extra files
+    drop: str = ""              # comma-separated feature prefixes to leave out (ablations)
+    style_weight: float = 2.0   # weight of --style files
+    augment: float = 1.0        # weight of the augmented prompts (0: none)
+    tune_on_own: int = 1        # choose thresholds on the packaged (many-style) prompts only
+    folds: int = 5
+    iters: int = 300
+    grid: tuple = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
+
+
+def load_txt(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        codes, sep, prompt = line.partition("\t")
+        if not sep or not prompt.strip() or (codes != "-" and set(codes) - set(CODES)):
+            raise ValueError(f"{path}:{n}: expected 'CODES<TAB>prompt' with codes from REFGPXTO or '-', got {line!r}")
+        rows.append({"prompt": prompt.strip(), "labels": [c for k, c in CODES.items() if k in codes]})
+    return rows
+
+
+# augmentation (deterministic): camera / style wrappers that carry no physics, and static shots of physics objects
+WRAPPERS = ("{p}, cinematic, 4k, slow motion", "Wide shot, handheld camera: {p}", "{p}. Shot on 35mm film, shallow depth "
+            "of field.", "close-up, {p}, highly detailed, dramatic lighting", "Tracking shot as {p}", "{p}, timelapse")
+STATIC = ("product shot of {o}, studio lighting, white background", "{o} on a wooden table, still life, soft light",
+          "a photo of {o} on a shelf", "{o}, minimalist, centered composition, 8k", "a painting of {o} in a gallery",
+          "close-up portrait of a woman holding {o}", "{o} sitting on the counter", "logo of {o}, flat vector icon",
+          "an empty room with {o} in the corner", "{o} displayed in a shop window at night")
+STATIC_OBJECTS = ("a glass of water", "a cup of hot coffee", "a bottle of wine", "a kettle", "a candle", "an ice cube tray",
+                  "a fire extinguisher", "a rubber ball", "a basketball", "a hammer", "a frying pan", "a jar of honey",
+                  "a can of soda", "a steam iron", "a lava lamp", "a bowl of soup", "a spray bottle", "a balloon",
+                  "a bag of ice", "a gas can", "a prism", "a snow globe", "a bucket of paint", "a fishbowl",
+                  "a matchbox", "a skateboard", "a tennis racket", "a lighter", "a thermometer", "a block of cheese")
+
+
+def augment(rows: list[dict], origin: list[str]) -> list[dict]:
+    out = []
+    for i, r in enumerate(rows):
+        if not origin[i].endswith(".txt") and i % 3 == 0:
+            p = r["prompt"].rstrip(".")
+            out.append({"prompt": WRAPPERS[i % len(WRAPPERS)].format(p=p[0].lower() + p[1:]), "labels": r["labels"]})
+    for j, o in enumerate(STATIC_OBJECTS):
+        for k in (j % len(STATIC), (j + 3) % len(STATIC)):
+            t = STATIC[k].format(o=o)
+            out.append({"prompt": t[0].upper() + t[1:], "labels": []})
+    return out
+
+
+def fit(X: torch.Tensor, Y: torch.Tensor, w: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted multi-label logistic regression; returns (W [D, 8], b [8])."""
+    torch.manual_seed(0)
+    W = torch.zeros(X.shape[1], Y.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(Y.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=cfg.iters, history_size=20, line_search_fn="strong_wolfe")
+    wn = w / w.sum()
+
+    def closure():
+        opt.zero_grad()
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(X @ W + b, Y, reduction="none").sum(1) * wn).sum()
+        loss = loss + 0.5 * cfg.l2 * (W * W).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return W.detach(), b.detach()
+
+
+def choose_thresholds(P: torch.Tensor, gold: list[list[str]], cfg: TrainConfig) -> tuple[list[float], dict]:
+    best, best_t = None, None
+    probs = [dict(zip(CATEGORIES, row.tolist())) for row in P]
+    for t1, t2, t3 in itertools.product(cfg.grid, repeat=3):
+        if not t1 <= t2 <= t3:
+            continue
+        s = score(gold, [decide(p, [t1, t2, t3]) for p in probs])
+        key = (round(s["micro_f1"] + s["exact_match"], 4), t1 + t2 + t3)
+        if best is None or key > best[0]:
+            best, best_t = (key, s), [t1, t2, t3]
+    return best_t, best[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pila.labels.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--extra", nargs="*", default=[], help="more JSONL files of {prompt, labels}")
+    ap.add_argument("--style", nargs="*", default=[], help="JSONL files in many styles: weighted like the packaged "
+                    "prompts and used with them to choose the thresholds")
+    ap.add_argument("--out", default=str(MODEL_PATH))
+    ap.add_argument("--check", action="store_true", help="cross-validate only; write nothing")
+    ap.add_argument("--errors", nargs="*", default=[], help="print out-of-fold errors of these files (by name)")
+    ap.add_argument("--review", default=None, help="list packaged prompts whose label for this category the "
+                    "out-of-fold model contradicts with confidence (to re-check the hand labels)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
+    args = ap.parse_args(argv)
+    cfg = TrainConfig(**{k: type(getattr(TrainConfig, k))(v) for k, v in (kv.split("=") for kv in args.set)})
+    rows, weights, origin = [], [], []
+    for p in sorted(DATA_DIR.glob("*.txt")):
+        r = load_txt(p)
+        rows += r
+        weights += [cfg.own_weight] * len(r)
+        origin += [p.name] * len(r)
+    for p in args.style:
+        r = load_jsonl(p)
+        rows += r
+        weights += [cfg.style_weight] * len(r)
+        origin += [Path(p).name + " (style)"] * len(r)
+    for p in args.extra:
+        r = load_jsonl(p)
+        rows += r
+        weights += [1.0] * len(r)
+        origin += [Path(p).name] * len(r)
+    if cfg.augment:
+        aug = augment(rows, origin)
+        rows += aug
+        weights += [cfg.augment] * len(aug)
+        origin += ["(augmented)"] * len(aug)
+    feats = [features(r["prompt"])[0] for r in rows]
+    if cfg.drop:
+        feats = [{k: v for k, v in f.items() if not k.startswith(tuple(cfg.drop.split(",")))} for f in feats]
+    df = Counter(k for f in feats for k in f)
+    vocab = sorted(k for k, n in df.items() if n >= cfg.min_count or k.startswith("r:"))
+    col = {k: i for i, k in enumerate(vocab)}
+    X = torch.zeros(len(rows), len(vocab), dtype=torch.float64)
+    for i, f in enumerate(feats):
+        for k, v in f.items():
+            if k in col:
+                X[i, col[k]] = v
+    Y = torch.tensor([[float(c in r["labels"]) for c in CATEGORIES] for r in rows], dtype=torch.float64)
+    w = torch.tensor(weights, dtype=torch.float64)
+    print(f"{len(rows)} prompts ({dict(Counter(origin))}), {len(vocab)} features")
+
+    # out-of-fold probabilities; a prompt's fold is a hash of its text, so adding prompts does not reshuffle the rest
+    fold = torch.tensor([zlib.crc32(r["prompt"].encode("utf-8")) % cfg.folds for r in rows])
+    P = torch.zeros_like(Y)
+    for k in range(cfg.folds):
+        te = fold == k
+        Wk, bk = fit(X[~te], Y[~te], w[~te], cfg)
+        P[te] = torch.sigmoid(X[te] @ Wk + bk)
+    gold = [r["labels"] for r in rows]
+    own = [i for i, o in enumerate(origin) if o.endswith((".txt", "(style)"))] if cfg.tune_on_own else list(range(len(rows)))
+    thresholds, s = choose_thresholds(P[own], [gold[i] for i in own], cfg)
+    print(f"cross-validated ({'packaged' if cfg.tune_on_own else 'all'} prompts, n={len(own)}): thresholds "
+          f"{thresholds}, micro_f1 {s['micro_f1']:.3f}, exact_match {s['exact_match']:.3f}")
+    for name in sorted(set(origin)):
+        idx = [i for i, o in enumerate(origin) if o == name]
+        si = score([gold[i] for i in idx], [decide(dict(zip(CATEGORIES, P[i].tolist())), thresholds) for i in idx])
+        print(f"  {name:<36} n={len(idx):4d} micro_f1 {si['micro_f1']:.3f} exact_match {si['exact_match']:.3f}")
+    if args.review:
+        ci = CATEGORIES.index(args.review)
+        for i, r in enumerate(rows):
+            if origin[i].endswith(".txt") and (args.review in r["labels"]) != (P[i, ci] >= 0.5) and abs(P[i, ci] - 0.5) > 0.2:
+                print(f"  {origin[i]} p={P[i, ci]:.2f} gold {r['labels']} :: {r['prompt']}")
+    if args.errors:
+        for i, r in enumerate(rows):
+            pred = decide(dict(zip(CATEGORIES, P[i].tolist())), thresholds)
+            if origin[i] in args.errors and set(pred) != set(r["labels"]):
+                print(f"  gold {r['labels']} pred {pred} :: {r['prompt'][:110]}")
+    if args.check:
+        return 0
+    W, b = fit(X, Y, w, cfg)
+    keep = {k: [round(v, 4) for v in W[i].tolist()] for k, i in col.items() if W[i].abs().max() >= 1e-3}
+    model = {"categories": list(CATEGORIES), "bias": [round(v, 4) for v in b.tolist()], "thresholds": thresholds,
+             "weights": keep,
+             "meta": {"prompts": dict(Counter(origin)), "features": len(keep), "config": cfg.__dict__ | {"grid": list(cfg.grid)},
+                      "cv_micro_f1": round(s["micro_f1"], 4), "cv_exact_match": round(s["exact_match"], 4)}}
+    Path(args.out).write_text(json.dumps(model, separators=(",", ":"), sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} ({len(keep)} features)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
