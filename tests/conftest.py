@@ -18,11 +18,3 @@ def data_dir() -> Path:
     """The repository's `data/` folder (prompt sets, the WISA-80K annotation example)."""
     assert DATA.is_dir(), f"data/ is missing from the repository at {DATA}"
     return DATA
-
-
-@pytest.fixture
-def shared_dir() -> Path:
-    """Older name: the repository root, so that `shared_dir / "data" / NAME` reads the shipped `data/NAME`.
-    New tests use `data_dir`."""
-    assert DATA.is_dir(), f"data/ is missing from the repository at {DATA}"
-    return ROOT
