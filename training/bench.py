@@ -161,11 +161,7 @@ def plan_stage(stage: str, *, wan: str | dict = "1.3b", size: str = "81x480x832"
         adapter = PILAAdapter(PILAConfig(hidden=hidden, text_dim=wcfg["text_dim"], top_k=top_k))
     adapter_fp32 = _nbytes(adapter.parameters())
     adapter.to(cdt)  # stands in for autocast (module docstring)
-    groups = adapter.param_groups()
-    adapter.requires_grad_(False)
-    trained = [p for n in T.STAGE_TRAINS[stage] for p in groups[n]]
-    for p in trained:
-        p.requires_grad_(True)
+    trained = T.freeze_for_stage(adapter, stage)
     model = T.StageModel(adapter)
     knobs = T.stage_knobs(stage, STAGE_STEP[stage], cfg)
     with torch.device("meta"):
@@ -235,11 +231,7 @@ def measure_stage(stage: str, wan: FrozenWan, args, dev: torch.device) -> dict:
              "labels": torch.tensor([[1, 0, 1, 0, 0, 1, 0, 0]], dtype=torch.float32, device=dev),
              "flow": rnd(1, 2, t, h, w) * 0.3, "jac": rnd(1, 4, t, h, w) * 0.05, "conf": torch.rand(1, 1, t, h, w, generator=g).to(dev)}
     adapter = T.new_adapter(cfg).to(dev)
-    groups = adapter.param_groups()
-    adapter.requires_grad_(False)
-    params = [p for n in T.STAGE_TRAINS[stage] for p in groups[n]]
-    for p in params:
-        p.requires_grad_(True)
+    params = T.freeze_for_stage(adapter, stage)
     model = T.StageModel(adapter)
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
     knobs = T.stage_knobs(stage, STAGE_STEP[stage], cfg)

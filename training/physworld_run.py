@@ -656,11 +656,7 @@ class Run:
             if n == 0:
                 continue
             trains = T.STAGE_TRAINS[stage]
-            for p_ in adapter.parameters():  # set once per stage, before its optimizer is built
-                p_.requires_grad_(False)
-            for g in trains:
-                for p_ in groups[g]:
-                    p_.requires_grad_(True)
+            T.freeze_for_stage(adapter, stage)
 
             def lr_scale(g):
                 if stage == "C" and g == "encoder":

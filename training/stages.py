@@ -23,6 +23,16 @@ STAGE_TRAINS = {  # adapter.param_groups() names each stage optimises (C: everyt
 }
 
 
+def freeze_for_stage(adapter: PILAAdapter, stage: str) -> list[nn.Parameter]:
+    """requires_grad on exactly the groups `stage` trains (set once, before its optimizer is built); -> those."""
+    groups = adapter.param_groups()
+    adapter.requires_grad_(False)
+    trained = [p for name in STAGE_TRAINS[stage] for p in groups[name]]
+    for p in trained:
+        p.requires_grad_(True)
+    return trained
+
+
 class StageModel(nn.Module):
     """The adapter plus each stage's forward and loss, so that DDP / FSDP / DeepSpeed see one module call.
 

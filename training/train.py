@@ -57,7 +57,7 @@ from .losses import (PHASE_TERMS, boot_mask, jacobian, normalise_energy, physica
                      sample_sigma, shift_sigma, stage_a_loss, stage_b_loss, stage_b_weights, stage_c_loss,
                      stage_c_schedule)
 from .sampling import MicroBatches, Stream, _noise, _seed  # noqa: F401
-from .stages import STAGE_TRAINS, StageModel, _knobs, _set_lrs, stage_knobs, stage_length  # noqa: F401
+from .stages import STAGE_TRAINS, StageModel, _knobs, freeze_for_stage, _set_lrs, stage_knobs, stage_length  # noqa: F401
 
 log = logging.getLogger("pila.training")
 
@@ -111,13 +111,8 @@ def run_stage(stage: str, cfg: TrainConfig, d: Dist, data, backbone) -> Path:
     adapter.config = dataclasses.replace(adapter.config, top_k=cfg.top_k)
     assert adapter.config.text_dim == data[0]["phys"].shape[-1], (
         f"the adapter's text_dim {adapter.config.text_dim} differs from the cache's text width {data[0]['phys'].shape[-1]}")
-    groups = adapter.param_groups()
     trains = STAGE_TRAINS[stage]
-    for p in adapter.parameters():  # set once, before the optimizer is built; never toggled during the stage
-        p.requires_grad_(False)
-    for name in trains:
-        for p in groups[name]:
-            p.requires_grad_(True)
+    freeze_for_stage(adapter, stage)  # never toggled during the stage
 
     def make_groups():  # read after wrapping: FSDP2 replaces the parameters with sharded ones
         g = adapter.param_groups()
