@@ -177,6 +177,22 @@ def test_leave_one_source_out_keeps_augmented_copies_with_their_source():
     assert all(not a["labels"] for a, b in zip(aug, base) if not b)
 
 
+def test_thresholds_count_each_source_once():
+    """One author's single physics prompt and another author's ten static prompts, all at p(Fluid) = 0.32: counted
+    per source (mean of micro-F1 + exact match), a threshold <= 0.30 scores (2 + 0) / 2 = 1.0 against (0 + 1) / 2 = 0.5
+    above it; pooled, the ten static prompts win (0.258 below, 0.909 above). Worked out by hand."""
+    import torch
+    from pila.labels.train import TrainConfig, choose_thresholds
+    p = torch.zeros(1, 8, dtype=torch.float64)
+    p[0, CATEGORIES.index(F)] = 0.32
+    a, b = (p, [[F]]), (p.repeat(10, 1), [[]] * 10)
+    cfg = TrainConfig()
+    per_source, v = choose_thresholds([a, b], cfg)
+    assert per_source[0] == 0.30 and abs(v - 1.0) < 1e-9, (per_source, v)
+    pooled, v = choose_thresholds([(torch.cat([a[0], b[0]]), a[1] + b[1])], cfg)
+    assert pooled[0] > 0.32 and abs(v - 10 / 11) < 1e-3, (pooled, v)
+
+
 def test_training_file_format_errors_say_what_to_do(tmp_path):
     from pila.labels.train import load_txt
     bad = tmp_path / "bad.txt"
