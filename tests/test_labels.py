@@ -24,10 +24,10 @@ R, E, F, G, P, X, T, O = CATEGORIES
 
 # Measured with the default parser (rules' evidence weighed by the trained linear model, see docs/labels_eval.md).
 # The dev file, heldout 1-3 and the two independent sets are TRAINING data of the shipped model, so their floors are
-# regression guards, not generalisation figures (dev 0.993 / 0.980; heldout 0.992 / 0.979, heldout2 1.000 / 1.000,
-# heldout3 0.941 / 0.850; set1 0.991 / 0.972, set2 0.992 / 0.973). heldout4 (30 prompts) was never trained on:
-# 0.812 / 0.667. The honest generalisation estimates are the first-time scores and the cross-validated figures in
-# docs/labels_eval.md. Keyword-free baseline (always the most frequent label set): dev 0.424 / 0.335.
+# regression guards, not generalisation figures (dev 0.996 / 0.988; heldout 1.000 / 1.000, heldout2 1.000 / 1.000,
+# heldout3 0.976 / 0.925; set1 1.000 / 1.000, set2 1.000 / 1.000). heldout4 (30 prompts) was never trained on:
+# 0.880 / 0.733. The honest generalisation estimates are the first-time scores and the leave-one-source-out figures
+# in docs/labels_eval.md. Keyword-free baseline (always the most frequent label set): dev 0.424 / 0.335.
 DEV_FLOOR = {"micro_f1": 0.94, "exact_match": 0.88}
 TRAINED_FLOOR = {"micro_f1": 0.90, "exact_match": 0.78}
 UNTUNED_FLOOR = {"micro_f1": 0.78, "exact_match": 0.60}
@@ -158,6 +158,39 @@ def test_shipped_model_and_training_data():
     rows = [r for p in sorted(DATA_DIR.glob("*.txt")) for r in load_txt(p)]
     assert len(rows) >= 500
     assert sum(not r["labels"] for r in rows) >= 0.2 * len(rows)   # >= 20 % with no physics
+
+
+def test_leave_one_source_out_keeps_augmented_copies_with_their_source():
+    """A wrapped copy of a prompt belongs to the prompt's author group, so holding a source out never trains on
+    copies of its own prompts; the static shots belong to no source and always train."""
+    from pila.labels.train import augment, source_of
+    rows = [{"prompt": f"A ball {i} rolls off the table.", "labels": [R]} for i in range(9)]
+    origin = ["train_a.txt"] * 3 + ["set1.jsonl (style)"] * 3 + ["dev.jsonl"] * 3
+    aug, base = augment(rows, origin)
+    assert len(aug) == len(base)
+    wrapped = [(a, b) for a, b in zip(aug, base) if b]
+    # every third non-packaged prompt (positions 3 and 6) is wrapped, with its labels and its origin
+    assert [b for _, b in wrapped] == ["set1.jsonl (style)", "dev.jsonl"]
+    assert all("ball" in a["prompt"] and a["labels"] == [R] for a, _ in wrapped)
+    assert {source_of(b) for b in base} == {"set1.jsonl (style)", "extra", "static"}
+    assert source_of("train_h.txt") == "packaged"
+    assert all(not a["labels"] for a, b in zip(aug, base) if not b)
+
+
+def test_thresholds_count_each_source_once():
+    """One author's single physics prompt and another author's ten static prompts, all at p(Fluid) = 0.32: counted
+    per source (mean of micro-F1 + exact match), a threshold <= 0.30 scores (2 + 0) / 2 = 1.0 against (0 + 1) / 2 = 0.5
+    above it; pooled, the ten static prompts win (0.258 below, 0.909 above). Worked out by hand."""
+    import torch
+    from pila.labels.train import TrainConfig, choose_thresholds
+    p = torch.zeros(1, 8, dtype=torch.float64)
+    p[0, CATEGORIES.index(F)] = 0.32
+    a, b = (p, [[F]]), (p.repeat(10, 1), [[]] * 10)
+    cfg = TrainConfig()
+    per_source, v = choose_thresholds([a, b], cfg)
+    assert per_source[0] == 0.30 and abs(v - 1.0) < 1e-9, (per_source, v)
+    pooled, v = choose_thresholds([(torch.cat([a[0], b[0]]), a[1] + b[1])], cfg)
+    assert pooled[0] > 0.32 and abs(v - 10 / 11) < 1e-3, (pooled, v)
 
 
 def test_training_file_format_errors_say_what_to_do(tmp_path):
