@@ -1,4 +1,4 @@
-"""Physics label parsing (SPEC section 9, paper Appendix A.2): prompt -> active categories of SPEC section 4,
+"""Physics label parsing (docs/method.md §9, paper Appendix A.2): prompt -> active categories of docs/method.md §4,
 a confidence per category and a short physics-oriented description.
 
     from pila.labels import parse

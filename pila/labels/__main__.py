@@ -1,5 +1,5 @@
 """CLI: `python -m pila.labels evaluate FILE [--parser default|llm] [--model DIR] [--errors N]` and
-`python -m pila.labels parse "PROMPT" [--json] [--parser ...] [--model DIR]` (SPEC section 9)."""
+`python -m pila.labels parse "PROMPT" [--json] [--parser ...] [--model DIR]` (docs/method.md §9)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from .evaluate import evaluate, format_report
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pila.labels", description="physics label parser (SPEC section 9)")
+    ap = argparse.ArgumentParser(prog="python -m pila.labels", description="physics label parser (docs/method.md §9)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     ev = sub.add_parser("evaluate", help="score a parser on a JSONL file of {prompt, labels} lines")
     ev.add_argument("file")

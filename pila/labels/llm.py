@@ -1,7 +1,7 @@
-"""Optional local-LLM label parser (SPEC section 9, paper Appendix A.2): the paper's two-step prompting.
+"""Optional local-LLM label parser (docs/method.md §9, paper Appendix A.2): the paper's two-step prompting.
 
 Step 1 rewrites the prompt into a concise physics-oriented description; step 2 maps the description to the
-active categories of SPEC section 4. Both steps must answer with strict JSON; the answer is validated against
+active categories of docs/method.md §4. Both steps must answer with strict JSON; the answer is validated against
 the taxonomy and anything invalid (bad JSON, unknown category names, more than 8 labels, wrong types, an
 exception in generation) falls back to the default parser with a logged reason (logging.warning) and
 `source = "llm->default fallback: <reason>"`.

@@ -4,7 +4,7 @@
 Step 1 of the paper's two-step parsing (rewrite into a physics description) and step 2 (map to categories) are
 done together here: the prompt is lemmatised, figurative idioms and negated words are masked, then rules built
 from physics knowledge turn materials, objects and mechanism verbs into evidence for each of the 8 categories
-of SPEC section 4. Evidence s >= 0 becomes a confidence 1 - 2^(-2 s) (s = 0.5 -> 0.5, the label threshold).
+of docs/method.md §4. Evidence s >= 0 becomes a confidence 1 - 2^(-2 s) (s = 0.5 -> 0.5, the label threshold).
 
 The labelling conventions are those of docs/labels.md (the dev set data/physics_labels_dev.jsonl is hand labels
 over VBench-2.0 and VideoPhy prompts, see data/README.md).

@@ -1,4 +1,4 @@
-"""Text front end of the default label parser (SPEC section 9): lexicon loading, normalisation, figurative-idiom
+"""Text front end of the default label parser (docs/method.md §9): lexicon loading, normalisation, figurative-idiom
 masking, tokenisation, dictionary-guided lemmatisation, typo correction, compound merging and negation scope.
 
 Pure Python, deterministic, no downloads: everything comes from `lexicon.txt` beside this file.
