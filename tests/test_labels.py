@@ -22,7 +22,7 @@ EVAL1 = HERE / "data" / "labels_eval_set1.jsonl"   # written independently, scor
 EVAL2 = HERE / "data" / "labels_eval_set2.jsonl"
 EVAL3 = HERE / "data" / "labels_eval_set3.jsonl"   # two more authors, also scored once before use
 EVAL4 = HERE / "data" / "labels_eval_set4.jsonl"
-EVAL5 = HERE / "data" / "labels_eval_set5.jsonl"   # a fifth author, scored once (0.806 / 0.591), never trained on
+EVAL5 = HERE / "data" / "labels_eval_set5.jsonl"   # a fourth author, scored once (0.806 / 0.591), never trained on
 R, E, F, G, P, X, T, O = CATEGORIES
 
 # Measured with the default parser (rules' evidence weighed by the trained linear model, see docs/labels_eval.md).
