@@ -7,6 +7,7 @@ models/pila a tiny adapter written with pila.save_adapter.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -162,17 +163,18 @@ def comfy_base(tmp_path_factory, comfyui_path) -> Path:
     return base
 
 
-@pytest.fixture(scope="session")
-def comfy_server(comfy_base, comfyui_path):
+@contextlib.contextmanager
+def running_comfy(code_for, comfyui_path: Path, base: Path, log: Path, env: dict | None = None):
+    """Start ComfyUI (`python -c code_for(args)` in the checkout) on a free port with `--base-directory base`, wait
+    until it answers, yield a ComfyServer, and stop it at exit."""
     port = free_port()
-    log = comfy_base / "server.log"
-    args = ["--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(comfy_base),
+    args = ["--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
             "--disable-api-nodes", "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
-    code = LAUNCH.format(repo=str(REPO), comfy=str(comfyui_path), args=args)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=comfyui_path, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    server = ComfyServer(f"http://127.0.0.1:{port}", comfy_base, log, proc)
+        proc = subprocess.Popen([sys.executable, "-c", code_for(args)], cwd=comfyui_path, stdout=fh,
+                                stderr=subprocess.STDOUT, env=env)
+    server = ComfyServer(f"http://127.0.0.1:{port}", base, log, proc)
     t0 = time.time()
     try:
         while True:
@@ -194,6 +196,19 @@ def comfy_server(comfy_base, comfyui_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def start_comfy():
+    """`running_comfy`, for a test that needs a ComfyUI server of its own (e.g. a Manager-style install)."""
+    return running_comfy
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_base, comfyui_path):
+    code_for = lambda args: LAUNCH.format(repo=str(REPO), comfy=str(comfyui_path), args=args)  # noqa: E731
+    with running_comfy(code_for, comfyui_path, comfy_base, comfy_base / "server.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,10 @@ pip-installed, nothing else. ComfyUI then starts in a process where no other `pi
 repository's editable install and PYTHONPATH are removed), so the nodes can only work through the bundled copy."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -44,12 +39,6 @@ runpy.run_path("main.py", run_name="__main__")
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def copy_pack(dest: Path) -> None:
     """What `git clone` of this repository gives (tracked files, plus new files not yet committed), from the
     working tree."""
@@ -65,7 +54,7 @@ def copy_pack(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
-def test_manager_style_install_starts_in_comfyui(comfyui_path, tmp_path):
+def test_manager_style_install_starts_in_comfyui(comfyui_path, tmp_path, start_comfy):
     base = tmp_path / "base"
     pack = base / "custom_nodes" / "comfyui-pila"
     pack.mkdir(parents=True)
@@ -81,30 +70,11 @@ def test_manager_style_install_starts_in_comfyui(comfyui_path, tmp_path):
     assert r.returncode == 0, f"requirements.txt is not satisfiable in ComfyUI's environment:\n{r.stdout}\n{r.stderr}"
     assert "Would install" not in r.stdout, r.stdout
 
-    port = free_port()
-    args = ["--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-            "--disable-api-nodes", "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
-    code = f"COMFY = {str(comfyui_path)!r}\nARGS = {args!r}\n" + LAUNCH
+    code_for = lambda args: f"COMFY = {str(comfyui_path)!r}\nARGS = {args!r}\n" + LAUNCH  # noqa: E731
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
     log_path = tmp_path / "server.log"
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=comfyui_path, stdout=fh, stderr=subprocess.STDOUT,
-                                env=env)
-    try:
-        t0 = time.time()
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {proc.returncode}; log tail:\n{log_path.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(url + "/object_info", timeout=60) as resp:
-                    info = json.loads(resp.read())
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                if time.time() - t0 > 420:
-                    pytest.fail(f"ComfyUI did not start in 420 s; log tail:\n{log_path.read_text()[-4000:]}")
-                time.sleep(0.5)
+    with start_comfy(code_for, comfyui_path, base, log_path, env) as server:
+        info = server.get("/object_info")
         log = log_path.read_text(errors="replace")
         assert "install-test: pila importable before start: False" in log, \
             f"another pila was importable, so this test would not show the bundled copy works:\n{log[:3000]}"
@@ -113,9 +83,3 @@ def test_manager_style_install_starts_in_comfyui(comfyui_path, tmp_path):
         assert not any("IMPORT FAILED" in ln for ln in pack_lines), "\n".join(pack_lines) + "\n" + log[-4000:]
         missing = PILA_NODES - set(info)
         assert not missing, f"nodes missing from /object_info: {sorted(missing)}; log tail:\n{log[-4000:]}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
