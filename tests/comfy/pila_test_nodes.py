@@ -32,26 +32,42 @@ class PILATestConditioning:
         return ([[states, {}]],)
 
 
-class PILATestCallCounter:
+class _ModelCallLogger:
+    """A test "pack" that clones a MODEL and adds an APPLY_MODEL wrapper appending `entry(x, t, c_concat)` of every
+    model call to LOGS[name]."""
+    KEY, DEFAULT = "", ""
+
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",), "name": ("STRING", {"default": "counter"})}}
+        return {"required": {"model": ("MODEL",), "name": ("STRING", {"default": cls.DEFAULT})}}
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
     CATEGORY = "_for_testing/pila_tests"
 
+    @staticmethod
+    def entry(x, t, c_concat):
+        raise NotImplementedError
+
     def patch(self, model, name):
         log = LOGS.setdefault(name, [])
         log.clear()
 
-        def wrapper(executor, x, t, *args, **kwargs):
-            log.append([float(s) for s in t.flatten()])
-            return executor(x, t, *args, **kwargs)
+        def wrapper(executor, x, t, c_concat, *args, **kwargs):
+            log.append(self.entry(x, t, c_concat))
+            return executor(x, t, c_concat, *args, **kwargs)
 
         m = model.clone()
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "pila_test.counter", wrapper)
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, self.KEY, wrapper)
         return (m,)
+
+
+class PILATestCallCounter(_ModelCallLogger):
+    KEY, DEFAULT = "pila_test.counter", "counter"
+
+    @staticmethod
+    def entry(x, t, c_concat):
+        return [float(s) for s in t.flatten()]
 
 
 class PILATestCallLog:
@@ -72,26 +88,12 @@ class PILATestCallLog:
         return {"ui": {"text": [json.dumps(LOGS.get(name, []))]}}
 
 
-class PILATestShapeLog:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",), "name": ("STRING", {"default": "shapes"})}}
+class PILATestShapeLog(_ModelCallLogger):
+    KEY, DEFAULT = "pila_test.shapes", "shapes"
 
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "patch"
-    CATEGORY = "_for_testing/pila_tests"
-
-    def patch(self, model, name):
-        log = LOGS.setdefault(name, [])
-        log.clear()
-
-        def wrapper(executor, x, t, c_concat, *args, **kwargs):
-            log.append([int(x.shape[1]), None if c_concat is None else int(c_concat.shape[1])])
-            return executor(x, t, c_concat, *args, **kwargs)
-
-        m = model.clone()
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "pila_test.shapes", wrapper)
-        return (m,)
+    @staticmethod
+    def entry(x, t, c_concat):
+        return [int(x.shape[1]), None if c_concat is None else int(c_concat.shape[1])]
 
 
 class _ClipVisionOutput:
